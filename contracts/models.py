@@ -1,0 +1,180 @@
+"""The wire contracts of SPEC §2: every record the worker reads or writes.
+
+Records are decoded straight from bytes with pydantic's JSON parser (which also rejects invalid
+UTF-8) and encoded with orjson. The routed output embeds the input message as the exact bytes it
+arrived as, so downstream sees it unchanged.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+
+
+class Route(StrEnum):
+    CALM = "calm"
+    NLU = "nlu"
+
+
+class RouterName(StrEnum):
+    INTENT = "IntentBasedRouter"
+    LLM = "LLMBasedRouter"
+
+
+class Reason(StrEnum):
+    """Why a message went where it went (the `routing.reason` field)."""
+
+    STICKY_SESSION = "sticky_session"  # an existing session held the sender; no router work
+    LISTED_INTENT = "listed_intent"  # intent listed in nlu_entry/calm_entry of the router
+    NLU_TRIGGER = "nlu_trigger"  # unlisted intent that starts a flow through its nlu_trigger
+    UNLISTED_INTENT = "unlisted_intent"  # unlisted intent, no flow trigger: NLU sticky
+    NO_INTENT = "no_intent"  # no intent or a null intent name: NLU sticky
+    NLU_FAILURE = "nlu_failure"  # the external NLU server failed: treated as no intent
+    INTENT_PAYLOAD = "intent_payload"  # `/intent` text: CALM on a flow trigger, else NLU sticky
+    LLM_ANSWER = "llm_answer"  # the LLM answered A, B or C
+    LLM_INVALID_ANSWER = "llm_invalid_answer"  # the LLM answered something else: NLU sticky
+    LLM_FAILURE = "llm_failure"  # every attempt failed or no deployment was available: NLU sticky
+    RESTART = "restart"  # `/restart`: routed like any message, then the session ends
+
+
+class Intent(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = None
+    confidence: float = 0.0
+
+
+class ParseData(BaseModel):
+    """Rasa's parse format, as produced by an upstream NLU or Rasa's `/model/parse`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    intent: Intent | None = None
+    entities: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class UserMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["user_message"] = "user_message"
+    message_id: Annotated[str, Field(min_length=1)]
+    sender_id: Annotated[str, Field(min_length=1)]
+    text: str
+    input_channel: str | None = None
+    timestamp: float | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    parse_data: ParseData | None = None
+
+
+class SessionReset(BaseModel):
+    """Published by a downstream system where Rasa would run `action_reset_routing`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["session_reset"]
+    message_id: Annotated[str, Field(min_length=1)]
+    sender_id: Annotated[str, Field(min_length=1)]
+
+
+def _input_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("type", "user_message"))
+    return str(getattr(value, "type", "user_message"))
+
+
+InputRecord = Annotated[
+    Annotated[UserMessage, Tag("user_message")] | Annotated[SessionReset, Tag("session_reset")],
+    Discriminator(_input_type),
+]
+input_record_adapter: TypeAdapter[UserMessage | SessionReset] = TypeAdapter(InputRecord)
+
+
+def decode_input(data: bytes) -> UserMessage | SessionReset:
+    """Decode a `user-messages` value; raises pydantic.ValidationError on any defect."""
+    return input_record_adapter.validate_json(data)
+
+
+class LlmCall(BaseModel):
+    model_group: str
+    deployment: str | None = None
+    answer: str | None = None
+    attempts: int = 0
+    latency_ms: int = 0
+
+
+class Routing(BaseModel):
+    route: Route
+    sticky: bool
+    router: RouterName
+    reason: Reason
+    intent: str | None = None
+    llm: LlmCall | None = None
+    decided_at: float
+
+
+class RoutedMessage(BaseModel):
+    """A record of `calm-inbox` / `nlu-inbox`."""
+
+    message: UserMessage
+    routing: Routing
+
+
+def encode_routed(message_bytes: bytes, routing: Routing) -> bytes:
+    """Encode an inbox record around the input's own bytes, so `message` is unchanged."""
+    return orjson.dumps(
+        {
+            "message": orjson.Fragment(message_bytes),
+            "routing": routing.model_dump(mode="json"),
+        }
+    )
+
+
+class SessionRecord(BaseModel):
+    """A `routing-sessions` value; a tombstone (null value) ends the session.
+
+    `since_offset` is the input offset of the message that opened the session and `routing` the
+    decision that message got, so a redelivery of that message gets the identical decision.
+    `seen_at` is the last time the sender was seen (for idle expiry after a restore).
+    """
+
+    route: Route
+    since_offset: int = -1
+    message_id: str | None = None
+    routing: Routing | None = None
+    seen_at: float = 0.0
+
+
+session_record_adapter: TypeAdapter[SessionRecord] = TypeAdapter(SessionRecord)
+
+
+def encode_session(record: SessionRecord) -> bytes:
+    return orjson.dumps(record.model_dump(mode="json", exclude_none=True))
+
+
+class DeadLetter(BaseModel):
+    """The headers of a `routing-dlq` record; its key and value are the original bytes."""
+
+    error_type: str
+    error_message: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+
+    def to_headers(self) -> list[tuple[str, bytes]]:
+        return [
+            ("x-error-type", self.error_type.encode()),
+            ("x-error-message", self.error_message.encode()),
+            ("x-source-topic", self.source_topic.encode()),
+            ("x-source-partition", str(self.source_partition).encode()),
+            ("x-source-offset", str(self.source_offset).encode()),
+        ]
+
+    @classmethod
+    def from_headers(
+        cls, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
+    ) -> DeadLetter:
+        values = {name.removeprefix("x-").replace("-", "_"): raw.decode() for name, raw in headers}
+        return cls.model_validate(values)

@@ -1,0 +1,33 @@
+"""Per-sender routing state: none (router engaged) or a sticky session held by one route."""
+
+from __future__ import annotations
+
+from contracts.models import Route, Routing
+
+
+class StickySession:
+    """A sender's session held by `route` since input offset `since_offset`.
+
+    `decision` is kept only for sessions restored from the changelog whose opening message may be
+    redelivered (its offset is not yet committed), so that message gets its decision back
+    unchanged; otherwise it is None, which keeps a million sessions small in memory.
+    """
+
+    __slots__ = ("route", "since_offset", "seen_at", "message_id", "decision")
+
+    def __init__(
+        self,
+        route: Route,
+        since_offset: int,
+        seen_at: float,
+        message_id: str | None = None,
+        decision: Routing | None = None,
+    ) -> None:
+        self.route = route
+        self.since_offset = since_offset
+        self.seen_at = seen_at
+        self.message_id = message_id
+        self.decision = decision
+
+    def __repr__(self) -> str:
+        return f"StickySession(route={self.route.value}, since_offset={self.since_offset})"
