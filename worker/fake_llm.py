@@ -1,0 +1,794 @@
+"""A scriptable stand-in for OpenAI, Azure OpenAI, Ollama and AWS Bedrock LLM deployments.
+
+Used by the tests, by `coexistence-router demo` and by compose. Every endpoint speaks the
+provider's real wire format (the official `openai` SDK and botocore's `bedrock-runtime` client
+parse its answers), so a client that works against the fake has been exercised on the real
+protocol, not on a convenient approximation of it.
+
+Routes (the deployment is what `script()` keys on):
+
+- OpenAI-compatible (openai, self-hosted vLLM, litellm_proxy, rasa, ollama's `/v1`):
+  `POST /v1/chat/completions`, `/chat/completions`, `/v1/completions`, `/completions`;
+  deployment = body `model`. `stream: true` is answered with server-sent events.
+- Azure: `POST /openai/deployments/{deployment}/chat/completions` (and `/completions`), which need
+  an `api-key` header (or an Entra `Authorization: Bearer` token) and an `api-version` query.
+- Ollama: `POST /api/chat`, `POST /api/generate`; deployment = body `model`. Like the real server,
+  a request without `"stream": false` is answered as a newline-delimited JSON stream.
+- Bedrock: `POST /model/{modelId}/converse`; deployment = the URL-decoded model id. With
+  `bedrock_credentials`, the SigV4 signature is recomputed with botocore and checked.
+
+Run standalone: `python -m worker.fake_llm --host 0.0.0.0 --port 8000 --answer A --latency 0.05`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import random
+import signal
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import unquote
+
+import orjson
+from aiohttp import web
+
+__all__ = ["DEFAULT_SCRIPT", "FakeLLMServer", "FakeRequest", "main"]
+
+# `script(DEFAULT_SCRIPT, ...)` changes how every deployment without a script of its own answers;
+# the standalone server uses it so any model name a config happens to use gets the same behaviour.
+DEFAULT_SCRIPT = "*"
+
+Flavor = Literal["openai_chat", "openai_text", "ollama_chat", "ollama_generate", "bedrock"]
+
+
+@dataclass(frozen=True)
+class FakeRequest:
+    """One received request. Header names are lower-cased; `path` includes the query string."""
+
+    deployment: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    received_at: float  # time.time() when the request was read
+
+
+@dataclass
+class _Script:
+    answers: list[str] | None = None
+    answer: str = "A"
+    latency: float = 0.0
+    error_rate: float = 0.0
+    error_status: int = 500
+    status: int | None = None
+    retry_after: float | None = None
+    hang: bool = False
+    rng: random.Random = field(default_factory=random.Random)
+    answered: int = 0
+
+    def next_answer(self) -> str:
+        # Cycling advances on answered calls only, so a retried call gets the answer the script
+        # author expected for "the next successful call".
+        text = self.answers[self.answered % len(self.answers)] if self.answers else self.answer
+        self.answered += 1
+        return text
+
+    def error_for_this_call(self) -> int | None:
+        if self.status is not None:
+            return self.status
+        if self.error_rate > 0 and self.rng.random() < self.error_rate:
+            return self.error_status
+        return None
+
+
+_OPENAI_ERROR_TYPES: dict[int, tuple[str, str | None]] = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("invalid_request_error", "model_not_found"),
+    408: ("timeout", None),
+    429: ("requests", "rate_limit_exceeded"),
+    503: ("server_error", "service_unavailable"),
+}
+
+_BEDROCK_ERROR_TYPES: dict[int, str] = {
+    400: "ValidationException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    408: "ModelTimeoutException",
+    424: "ModelErrorException",
+    429: "ThrottlingException",
+    500: "InternalServerException",
+    503: "ServiceUnavailableException",
+}
+
+
+def _word_count(*texts: str) -> int:
+    return sum(len(text.split()) for text in texts)
+
+
+def _openai_prompt_tokens(body: dict[str, Any]) -> int:
+    texts: list[str] = []
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts.extend(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        texts.append(prompt)
+    elif isinstance(prompt, list):
+        texts.extend(p for p in prompt if isinstance(p, str))
+    if isinstance(body.get("system"), str):
+        texts.append(body["system"])
+    return _word_count(*texts)
+
+
+def _bedrock_prompt_tokens(body: dict[str, Any]) -> int:
+    texts: list[str] = []
+    for block in body.get("system") or []:
+        if isinstance(block, dict) and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        for block in message.get("content") or []:
+            if isinstance(block, dict) and isinstance(block.get("text"), str):
+                texts.append(block["text"])
+    return _word_count(*texts)
+
+
+def _format_seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+class FakeLLMServer:
+    """The fake LLM provider. Use `async with FakeLLMServer() as server:` or start()/stop()."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        seed: int = 0,
+        bedrock_credentials: dict[str, str] | None = None,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._seed = seed
+        self._bedrock_credentials = dict(bedrock_credentials) if bedrock_credentials else None
+        self._scripts: dict[str, _Script] = {}
+        self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
+        self._changed = asyncio.Event()
+        self.requests: list[FakeRequest] = []
+        self.in_flight: dict[str, int] = defaultdict(int)
+        self.max_in_flight: dict[str, int] = defaultdict(int)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("FakeLLMServer already started")
+        self._stopping = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._openai_chat)
+        app.router.add_post("/chat/completions", self._openai_chat)
+        app.router.add_post("/v1/completions", self._openai_text)
+        app.router.add_post("/completions", self._openai_text)
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure_chat)
+        app.router.add_post("/openai/deployments/{deployment}/completions", self._azure_text)
+        app.router.add_post("/api/chat", self._ollama_chat)
+        app.router.add_post("/api/generate", self._ollama_generate)
+        app.router.add_post("/model/{model_id}/converse", self._bedrock_converse)
+        app.router.add_get("/health", self._health)
+        # handler_cancellation: a client that gives up (timeout, disconnect) cancels its handler,
+        # so `in_flight` drops as soon as the client is gone, as a real server's would.
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=5.0
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port)
+        await site.start()
+        self._runner = runner
+        address = runner.addresses[0]
+        self._port = int(address[1])
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        # Wakes hanging and sleeping handlers first, so shutdown does not wait on them.
+        self._stopping.set()
+        await runner.cleanup()
+
+    async def __aenter__(self) -> FakeLLMServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        host = self._host
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self._port}"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    # -- scripting -----------------------------------------------------------------------------
+
+    def script(
+        self,
+        deployment: str,
+        *,
+        answers: list[str] | None = None,
+        answer: str = "A",
+        latency: float = 0.0,
+        error_rate: float = 0.0,
+        error_status: int = 500,
+        status: int | None = None,
+        retry_after: float | None = None,
+        hang: bool = False,
+    ) -> None:
+        """Set how `deployment` answers (replacing any earlier script of it)."""
+        if not 0.0 <= error_rate <= 1.0:
+            raise ValueError("error_rate must be within [0, 1]")
+        if latency < 0:
+            raise ValueError("latency must be >= 0")
+        self._scripts[deployment] = _Script(
+            answers=list(answers) if answers else None,
+            answer=answer,
+            latency=latency,
+            error_rate=error_rate,
+            error_status=error_status,
+            status=status,
+            retry_after=retry_after,
+            hang=hang,
+            # Seeded per deployment, so concurrent traffic to other deployments does not shift
+            # which calls of this one fail.
+            rng=random.Random(f"{self._seed}:{deployment}"),
+        )
+
+    def clear(self, deployment: str | None = None) -> None:
+        """Back to defaults: one deployment's script, or every script (including the default)."""
+        if deployment is None:
+            self._scripts.clear()
+        else:
+            self._scripts.pop(deployment, None)
+
+    def clear_requests(self) -> None:
+        """Forget received requests and the concurrency high-water marks."""
+        self.requests.clear()
+        self.max_in_flight.clear()
+        for name, value in self.in_flight.items():
+            self.max_in_flight[name] = value
+
+    def _script_for(self, deployment: str) -> _Script:
+        script = self._scripts.get(deployment) or self._scripts.get(DEFAULT_SCRIPT)
+        # Not stored: a default script set later must still apply to this deployment.
+        return script if script is not None else _Script(answer="A")
+
+    # -- observation ---------------------------------------------------------------------------
+
+    def count(self, deployment: str) -> int:
+        return sum(1 for request in self.requests if request.deployment == deployment)
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait until `predicate()` holds, re-checked on every request start and end.
+
+        Tests await this instead of sleeping; raises TimeoutError after `timeout` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await self._changed.wait()
+
+    async def wait_for_requests(
+        self, count: int, deployment: str | None = None, timeout: float = 5.0
+    ) -> None:
+        """Wait until at least `count` requests (to `deployment`, or to any) were received."""
+
+        def enough() -> bool:
+            if deployment is None:
+                return len(self.requests) >= count
+            return self.count(deployment) >= count
+
+        await self.wait_until(enough, timeout)
+
+    def _notify(self) -> None:
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    def _record(self, request: web.Request, deployment: str, body: dict[str, Any]) -> None:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        self.requests.append(
+            FakeRequest(
+                deployment=deployment,
+                path=request.path_qs,
+                headers=headers,
+                body=body,
+                received_at=time.time(),
+            )
+        )
+        self._notify()
+
+    # -- request handling ----------------------------------------------------------------------
+
+    @staticmethod
+    async def _read_body(request: web.Request) -> dict[str, Any] | None:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            return None
+        return body if isinstance(body, dict) else None
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._openai_like(request, "openai_chat", None)
+
+    async def _openai_text(self, request: web.Request) -> web.StreamResponse:
+        return await self._openai_like(request, "openai_text", None)
+
+    async def _azure_chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._openai_like(request, "openai_chat", request.match_info["deployment"])
+
+    async def _azure_text(self, request: web.Request) -> web.StreamResponse:
+        return await self._openai_like(request, "openai_text", request.match_info["deployment"])
+
+    async def _openai_like(
+        self, request: web.Request, flavor: Flavor, azure_deployment: str | None
+    ) -> web.StreamResponse:
+        body = await self._read_body(request)
+        if azure_deployment is not None:
+            deployment = azure_deployment
+        else:
+            model = (body or {}).get("model")
+            deployment = model if isinstance(model, str) else ""
+        self._record(request, deployment, body or {})
+        if azure_deployment is not None:
+            authorization = request.headers.get("Authorization", "")
+            if not request.headers.get("api-key") and not authorization.startswith("Bearer "):
+                return self._error(
+                    flavor,
+                    401,
+                    "Access denied due to missing subscription key. Make sure to include "
+                    "subscription key when making requests to an API.",
+                )
+            if not request.query.get("api-version"):
+                return self._error(flavor, 400, "Missing required query parameter: api-version")
+        if body is None:
+            return self._error(flavor, 400, "We could not parse the JSON body of your request.")
+        if not deployment:
+            return self._error(flavor, 400, "you must provide a model parameter")
+        return await self._serve(request, flavor, deployment, body)
+
+    async def _ollama_chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._ollama(request, "ollama_chat")
+
+    async def _ollama_generate(self, request: web.Request) -> web.StreamResponse:
+        return await self._ollama(request, "ollama_generate")
+
+    async def _ollama(self, request: web.Request, flavor: Flavor) -> web.StreamResponse:
+        body = await self._read_body(request)
+        model = (body or {}).get("model")
+        deployment = model if isinstance(model, str) else ""
+        self._record(request, deployment, body or {})
+        if body is None:
+            return self._error(flavor, 400, "invalid JSON body")
+        if not deployment:
+            return self._error(flavor, 400, "model is required")
+        return await self._serve(request, flavor, deployment, body)
+
+    async def _bedrock_converse(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        # The model id arrives percent-encoded (`...-v1%3A0`); decode it from the raw path so an
+        # encoded `/` in an ARN stays part of the id.
+        raw_id = request.rel_url.raw_path.split("/")[2]
+        deployment = unquote(raw_id)
+        try:
+            parsed = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            parsed = None
+        body = parsed if isinstance(parsed, dict) else None
+        self._record(request, deployment, body or {})
+        if self._bedrock_credentials is not None:
+            problem = self._check_sigv4(request, raw)
+            if problem is not None:
+                error_type, message = problem
+                return self._bedrock_error(403, message, error_type)
+        if body is None:
+            return self._bedrock_error(400, "Malformed input request, please reformat.")
+        return await self._serve(request, "bedrock", deployment, body)
+
+    def _check_sigv4(self, request: web.Request, raw_body: bytes) -> tuple[str, str] | None:
+        """Recompute the request's SigV4 signature; an (error type, message) when it is wrong."""
+        # Imported here: only Bedrock signature checks need botocore.
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        assert self._bedrock_credentials is not None
+        authorization = request.headers.get("Authorization", "")
+        amz_date = request.headers.get("X-Amz-Date", "")
+        if not authorization.startswith("AWS4-HMAC-SHA256 ") or not amz_date:
+            return (
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token",
+            )
+        fields: dict[str, str] = {}
+        for part in authorization.removeprefix("AWS4-HMAC-SHA256 ").split(","):
+            name, _, value = part.strip().partition("=")
+            fields[name] = value
+        scope = fields.get("Credential", "").split("/")
+        signed_headers = [h for h in fields.get("SignedHeaders", "").split(";") if h]
+        if len(scope) != 5 or not signed_headers or "Signature" not in fields:
+            return ("IncompleteSignatureException", "Authorization header is malformed.")
+        access_key, date, region, service, terminator = scope
+        secret = self._bedrock_credentials.get(access_key)
+        if secret is None:
+            return (
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            )
+        if service != "bedrock" or terminator != "aws4_request" or not amz_date.startswith(date):
+            return ("InvalidSignatureException", "Credential should be scoped to correct service.")
+        declared_hash = request.headers.get("X-Amz-Content-SHA256")
+        if declared_hash is not None and declared_hash != hashlib.sha256(raw_body).hexdigest():
+            return (
+                "InvalidSignatureException",
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            )
+        # Only the headers the client signed take part: HTTP clients add their own headers
+        # (Accept-Encoding, Connection, ...) after signing.
+        headers = {name: ",".join(request.headers.getall(name, [])) for name in signed_headers}
+        aws_request = AWSRequest(
+            method=request.method,
+            url=f"http://{request.host}{request.rel_url.raw_path_qs}",
+            headers=headers,
+            data=raw_body,
+        )
+        aws_request.context["timestamp"] = amz_date
+        signer = SigV4Auth(Credentials(access_key, secret), "bedrock", region)
+        canonical_request = signer.canonical_request(aws_request)
+        string_to_sign = signer.string_to_sign(aws_request, canonical_request)
+        expected = signer.signature(string_to_sign, aws_request)
+        if expected != fields["Signature"]:
+            return (
+                "InvalidSignatureException",
+                "The request signature we calculated does not match the signature you "
+                "provided. Check your AWS Secret Access Key and signing method.",
+            )
+        return None
+
+    async def _serve(
+        self, request: web.Request, flavor: Flavor, deployment: str, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        script = self._script_for(deployment)
+        started = time.monotonic()
+        self.in_flight[deployment] += 1
+        self.max_in_flight[deployment] = max(
+            self.max_in_flight[deployment], self.in_flight[deployment]
+        )
+        self._notify()
+        try:
+            if script.hang:
+                await self._stopping.wait()
+                return self._error(flavor, 503, "server stopping")
+            if script.latency > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), script.latency)
+            error_status = script.error_for_this_call()
+            if error_status is not None:
+                return self._error(
+                    flavor,
+                    error_status,
+                    f"scripted error {error_status} for {deployment}",
+                    retry_after=script.retry_after,
+                )
+            answer = script.next_answer()
+            latency_ms = int((time.monotonic() - started) * 1000)
+            return await self._answer(request, flavor, deployment, body, answer, latency_ms)
+        finally:
+            self.in_flight[deployment] -= 1
+            self._notify()
+
+    # -- responses -----------------------------------------------------------------------------
+
+    async def _answer(
+        self,
+        request: web.Request,
+        flavor: Flavor,
+        deployment: str,
+        body: dict[str, Any],
+        answer: str,
+        latency_ms: int,
+    ) -> web.StreamResponse:
+        completion_tokens = _word_count(answer)
+        if flavor == "bedrock":
+            prompt_tokens = _bedrock_prompt_tokens(body)
+            return _json(
+                {
+                    "output": {"message": {"role": "assistant", "content": [{"text": answer}]}},
+                    "stopReason": "end_turn",
+                    "usage": {
+                        "inputTokens": prompt_tokens,
+                        "outputTokens": completion_tokens,
+                        "totalTokens": prompt_tokens + completion_tokens,
+                    },
+                    "metrics": {"latencyMs": latency_ms},
+                },
+                headers={"x-amzn-RequestId": str(uuid.uuid4())},
+            )
+        prompt_tokens = _openai_prompt_tokens(body)
+        if flavor in ("ollama_chat", "ollama_generate"):
+            return await self._ollama_answer(
+                request, flavor, deployment, body, answer, prompt_tokens, latency_ms
+            )
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        created = int(time.time())
+        if flavor == "openai_chat":
+            completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+            if body.get("stream") is True:
+                delta = {"role": "assistant", "content": answer}
+                chunks = [
+                    {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None},
+                    {"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None},
+                ]
+                return await self._openai_stream(
+                    request,
+                    completion_id,
+                    "chat.completion.chunk",
+                    created,
+                    deployment,
+                    body,
+                    chunks,
+                    usage,
+                )
+            return _json(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": deployment,
+                    "system_fingerprint": "fp_fake",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": answer, "refusal": None},
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
+        completion_id = f"cmpl-{uuid.uuid4().hex}"
+        if body.get("stream") is True:
+            chunks = [
+                {"index": 0, "text": answer, "finish_reason": None, "logprobs": None},
+                {"index": 0, "text": "", "finish_reason": "stop", "logprobs": None},
+            ]
+            return await self._openai_stream(
+                request,
+                completion_id,
+                "text_completion",
+                created,
+                deployment,
+                body,
+                chunks,
+                usage,
+            )
+        return _json(
+            {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": deployment,
+                "system_fingerprint": "fp_fake",
+                "choices": [
+                    {"text": answer, "index": 0, "finish_reason": "stop", "logprobs": None}
+                ],
+                "usage": usage,
+            }
+        )
+
+    async def _openai_stream(
+        self,
+        request: web.Request,
+        completion_id: str,
+        obj: str,
+        created: int,
+        deployment: str,
+        body: dict[str, Any],
+        choices: list[dict[str, Any]],
+        usage: dict[str, int],
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        base = {"id": completion_id, "object": obj, "created": created, "model": deployment}
+        for choice in choices:
+            await response.write(b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n")
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            chunk = {**base, "choices": [], "usage": usage}
+            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _ollama_answer(
+        self,
+        request: web.Request,
+        flavor: Flavor,
+        deployment: str,
+        body: dict[str, Any],
+        answer: str,
+        prompt_tokens: int,
+        latency_ms: int,
+    ) -> web.StreamResponse:
+        created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        duration_ns = latency_ms * 1_000_000
+        final: dict[str, Any] = {
+            "model": deployment,
+            "created_at": created_at,
+            "done": True,
+            "done_reason": "stop",
+            "total_duration": duration_ns,
+            "load_duration": 0,
+            "prompt_eval_count": prompt_tokens,
+            "prompt_eval_duration": 0,
+            "eval_count": _word_count(answer),
+            "eval_duration": duration_ns,
+        }
+        if flavor == "ollama_chat":
+            content_part: dict[str, Any] = {"message": {"role": "assistant", "content": answer}}
+            empty_part: dict[str, Any] = {"message": {"role": "assistant", "content": ""}}
+        else:
+            content_part = {"response": answer}
+            empty_part = {"response": ""}
+        # Ollama streams unless told `"stream": false`; a client that forgets it must see that.
+        if body.get("stream", True) is False:
+            return _json({"model": deployment, "created_at": created_at, **content_part, **final})
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        first = {"model": deployment, "created_at": created_at, **content_part, "done": False}
+        await response.write(orjson.dumps(first) + b"\n")
+        await response.write(orjson.dumps({**final, **empty_part}) + b"\n")
+        await response.write_eof()
+        return response
+
+    def _error(
+        self, flavor: Flavor, status: int, message: str, retry_after: float | None = None
+    ) -> web.Response:
+        headers: dict[str, str] = {}
+        if retry_after is not None:
+            headers["Retry-After"] = _format_seconds(retry_after)
+            # Azure sends the millisecond form too, and the openai SDK prefers it.
+            headers["retry-after-ms"] = str(int(retry_after * 1000))
+        if flavor == "bedrock":
+            return self._bedrock_error(status, message, headers=headers)
+        if flavor in ("ollama_chat", "ollama_generate"):
+            return _json({"error": message}, status, headers)
+        error_type, code = _OPENAI_ERROR_TYPES.get(
+            status, ("server_error" if status >= 500 else "invalid_request_error", None)
+        )
+        payload = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+        return _json(payload, status, headers)
+
+    @staticmethod
+    def _bedrock_error(
+        status: int,
+        message: str,
+        error_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        if error_type is None:
+            fallback = "InternalServerException" if status >= 500 else "ValidationException"
+            error_type = _BEDROCK_ERROR_TYPES.get(status, fallback)
+        all_headers = {
+            **(headers or {}),
+            "x-amzn-ErrorType": error_type,
+            "x-amzn-RequestId": str(uuid.uuid4()),
+        }
+        return _json({"message": message}, status, all_headers)
+
+
+def _parse_credentials(values: list[str]) -> dict[str, str] | None:
+    credentials: dict[str, str] = {}
+    for value in values:
+        access_key, sep, secret = value.partition(":")
+        if not sep or not access_key or not secret:
+            raise SystemExit(f"--bedrock-credential expects ACCESS_KEY_ID:SECRET, got {value!r}")
+        credentials[access_key] = secret
+    return credentials or None
+
+
+async def _serve_forever(args: argparse.Namespace) -> None:
+    server = FakeLLMServer(
+        args.host,
+        args.port,
+        seed=args.seed,
+        bedrock_credentials=_parse_credentials(args.bedrock_credential),
+    )
+    server.script(
+        DEFAULT_SCRIPT,
+        answers=args.answers.split(",") if args.answers else None,
+        answer=args.answer,
+        latency=args.latency,
+        error_rate=args.error_rate,
+        error_status=args.error_status,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        print(f"fake LLM server listening on {args.host}:{server.port}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.fake_llm",
+        description="Fake OpenAI / Azure / Ollama / Bedrock LLM server with scripted answers.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--answer", default="A", help="answer of every deployment")
+    parser.add_argument("--answers", default="", help="comma-separated answers, cycled")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--error-status", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--bedrock-credential",
+        action="append",
+        default=[],
+        metavar="ACCESS_KEY_ID:SECRET",
+        help="check Bedrock SigV4 signatures against these credentials (repeatable)",
+    )
+    asyncio.run(_serve_forever(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
