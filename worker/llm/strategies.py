@@ -1,0 +1,162 @@
+"""Balancing strategies (SPEC §5): given the healthy candidates, a usage snapshot and a seeded
+`random.Random`, pick one deployment. No I/O and no clock, so every choice is reproducible.
+
+Semantics (litellm Router's, with its gaps closed):
+
+- simple-shuffle: random, weighted. The weighting key is the first of `weight`, `rpm`, `tpm` that
+  any candidate sets; a candidate without that key counts as weight 1 (for `weight`, the natural
+  unit) or as the mean of the others' values (for `rpm`/`tpm`, which have no unit). litellm gives
+  such a candidate weight 0 instead, i.e. never picks it. No key anywhere: uniform.
+- least-busy: fewest calls in flight, random among ties.
+- latency-based-routing: deployments without a recent measurement first (random among them);
+  otherwise random among those whose recent latency is within `lowest_latency_buffer` (a fraction:
+  0.5 = up to 50 % slower than the best) of the best.
+- usage-based-routing: candidates at their `rpm` or `tpm` limit for the current minute are
+  skipped; then the lowest tokens used this minute, then the fewest requests, random among ties.
+  None when every candidate is at a limit.
+- cost-based-routing: cheapest `input_cost_per_token + output_cost_per_token` (a missing half
+  counts 0; a deployment with neither is priced unknown, after every priced one), random among ties.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from worker.llm.model_group import Deployment, RouterSettings
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A deployment with its stable, secret-free identity (used in shared-state keys)."""
+
+    key: str
+    deployment: Deployment
+
+    @property
+    def name(self) -> str:
+        return self.deployment.name
+
+
+@dataclass(frozen=True)
+class DeploymentUsage:
+    in_flight: int = 0
+    rpm: int = 0  # requests started in the current minute
+    tpm: int = 0  # tokens used in the current minute
+    latency: float | None = None  # recent latency in seconds; None = not measured recently
+
+
+UsageSnapshot = Mapping[str, DeploymentUsage]
+Strategy = Callable[[Sequence[Candidate], UsageSnapshot, random.Random], Candidate | None]
+
+_IDLE = DeploymentUsage()
+
+
+def _usage(usage: UsageSnapshot, candidate: Candidate) -> DeploymentUsage:
+    return usage.get(candidate.key, _IDLE)
+
+
+def _lowest(
+    candidates: Sequence[Candidate],
+    score: Callable[[Candidate], tuple[float, ...]],
+    rng: random.Random,
+) -> Candidate | None:
+    if not candidates:
+        return None
+    scores = [score(c) for c in candidates]
+    best = min(scores)
+    return rng.choice([c for c, s in zip(candidates, scores, strict=True) if s == best])
+
+
+def shuffle_weights(candidates: Sequence[Candidate]) -> list[float]:
+    for attribute in ("weight", "rpm", "tpm"):
+        given = [getattr(c.deployment, attribute) for c in candidates]
+        present = [float(v) for v in given if v is not None]
+        if present:
+            missing = 1.0 if attribute == "weight" else sum(present) / len(present)
+            return [float(v) if v is not None else missing for v in given]
+    return [1.0] * len(candidates)
+
+
+def simple_shuffle(
+    candidates: Sequence[Candidate], usage: UsageSnapshot, rng: random.Random
+) -> Candidate | None:
+    if not candidates:
+        return None
+    return rng.choices(list(candidates), weights=shuffle_weights(candidates), k=1)[0]
+
+
+def least_busy(
+    candidates: Sequence[Candidate], usage: UsageSnapshot, rng: random.Random
+) -> Candidate | None:
+    return _lowest(candidates, lambda c: (_usage(usage, c).in_flight,), rng)
+
+
+def latency_based(buffer: float) -> Strategy:
+    def pick(
+        candidates: Sequence[Candidate], usage: UsageSnapshot, rng: random.Random
+    ) -> Candidate | None:
+        if not candidates:
+            return None
+        unmeasured = [c for c in candidates if _usage(usage, c).latency is None]
+        if unmeasured:
+            return rng.choice(unmeasured)
+        latencies = {c.key: _usage(usage, c).latency or 0.0 for c in candidates}
+        best = min(latencies.values())
+        limit = best * (1.0 + buffer)
+        return rng.choice([c for c in candidates if latencies[c.key] <= limit])
+
+    return pick
+
+
+def below_limits(candidate: Candidate, used: DeploymentUsage) -> bool:
+    deployment = candidate.deployment
+    if deployment.rpm is not None and used.rpm >= deployment.rpm:
+        return False
+    return not (deployment.tpm is not None and used.tpm >= deployment.tpm)
+
+
+def usage_based(
+    candidates: Sequence[Candidate], usage: UsageSnapshot, rng: random.Random
+) -> Candidate | None:
+    open_ = [c for c in candidates if below_limits(c, _usage(usage, c))]
+    if not open_:
+        return None
+    return _lowest(open_, lambda c: (_usage(usage, c).tpm, _usage(usage, c).rpm), rng)
+
+
+def token_cost(deployment: Deployment) -> float:
+    costs = (deployment.input_cost_per_token, deployment.output_cost_per_token)
+    if all(cost is None for cost in costs):
+        return math.inf
+    # Rounded so equal prices written as different splits (1e-6 + 2e-6 vs 1.5e-6 + 1.5e-6) tie.
+    return float(f"{sum(cost or 0.0 for cost in costs):.12g}")
+
+
+def cost_based(
+    candidates: Sequence[Candidate], usage: UsageSnapshot, rng: random.Random
+) -> Candidate | None:
+    return _lowest(candidates, lambda c: (token_cost(c.deployment),), rng)
+
+
+def lowest_latency_buffer(settings: RouterSettings) -> float:
+    """`lowest_latency_buffer` from `routing_strategy_args` (litellm's place) or the router."""
+    given = settings.routing_strategy_args.get("lowest_latency_buffer")
+    if isinstance(given, int | float) and not isinstance(given, bool) and given >= 0:
+        return float(given)
+    return settings.lowest_latency_buffer
+
+
+def strategy_for(settings: RouterSettings) -> Strategy:
+    name = settings.routing_strategy
+    if name == "least-busy":
+        return least_busy
+    if name == "latency-based-routing":
+        return latency_based(lowest_latency_buffer(settings))
+    if name == "usage-based-routing":
+        return usage_based
+    if name == "cost-based-routing":
+        return cost_based
+    return simple_shuffle

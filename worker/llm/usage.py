@@ -1,0 +1,488 @@
+"""State shared by the workers of a model group: per-minute rpm/tpm counters, calls in flight,
+failures and cooldowns. One interface, two backends: in-process (`LocalUsage`) and Redis
+(`RedisUsage`), the latter wrapped by `ResilientUsage`, which falls back to local state while Redis
+is unreachable, so a Redis outage never fails a route.
+
+Redis key layout (every key expires; `{group}` is a Redis Cluster hash tag, so one group's keys
+share a slot and the Lua scripts stay cluster-safe):
+
+    {prefix}:{<group>}:<deployment>:rpm:<epoch minute>   INCR by a Lua check-and-increment, EX 120
+    {prefix}:{<group>}:<deployment>:tpm:<epoch minute>   INCRBY tokens, EX 120
+    {prefix}:{<group>}:<deployment>:inflight             ZSET call id -> deadline (ms); counted
+                                                         from now on, so a crashed worker's calls
+                                                         vanish at their deadline
+    {prefix}:{<group>}:<deployment>:fails                ZSET of failure times (server clock),
+                                                         trimmed to the last 60 s
+    {prefix}:{<group>}:<deployment>:cooldown             SET PX <cooldown ms>
+
+`<deployment>` is `deployment_keys()`: the deployment's name plus a hash of its non-secret
+identity (provider, api_base, deployment, model, api_version, region); never a key or password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from worker.llm.model_group import Deployment, RouterSettings
+from worker.llm.redaction import Redactor
+from worker.llm.strategies import DeploymentUsage
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "coexrouter"
+FAILURE_WINDOW = 60.0  # `allowed_fails` counts failures within this many seconds
+COUNTER_TTL = 120  # a per-minute counter outlives its minute, then expires
+REDIS_TIMEOUT = 0.5  # seconds; a slow Redis must not hold a route up for long
+REDIS_RETRY_AFTER = 5.0  # seconds on local state before Redis is tried again
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+T = TypeVar("T")
+
+
+def deployment_keys(deployments: Sequence[Deployment]) -> list[str]:
+    """Stable, secret-free identities of a group's deployments (same config → same keys on
+    every worker; a deployment keeps its key when others are added or removed)."""
+    keys: list[str] = []
+    seen: Counter[str] = Counter()
+    for deployment in deployments:
+        identity = json.dumps(
+            [
+                deployment.provider,
+                deployment.api_base,
+                deployment.deployment,
+                deployment.model,
+                deployment.api_version,
+                deployment.aws_region_name,
+            ]
+        )
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+        base = f"{_UNSAFE.sub('_', deployment.name)[:64]}@{digest}"
+        seen[base] += 1
+        keys.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return keys
+
+
+def current_minute(now: float | None = None) -> int:
+    return int((time.time() if now is None else now) // 60)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    usage: dict[str, DeploymentUsage]
+    cooling: frozenset[str]
+
+
+class UsageStore(ABC):
+    """What the gateway reads and writes about its deployments. Keys come from deployment_keys."""
+
+    @abstractmethod
+    async def snapshot(self, keys: Sequence[str]) -> Snapshot: ...
+
+    @abstractmethod
+    async def cool_down(self, key: str, seconds: float) -> None:
+        """Cool the deployment down for `seconds` from now (never shortens a longer cooldown)."""
+
+    @abstractmethod
+    async def note_failure(self, key: str, *, allowed_fails: int, cooldown: float) -> bool:
+        """Count a failure; cool down when more than `allowed_fails` fell within the window.
+        True when this failure started a cooldown."""
+
+    @abstractmethod
+    async def reserve(self, key: str, *, rpm_limit: int | None, tpm_limit: int | None) -> bool:
+        """Atomically: False when at a limit this minute, else count one request and True."""
+
+    @abstractmethod
+    async def add_tokens(self, key: str, tokens: int) -> None: ...
+
+    @abstractmethod
+    async def enter(self, key: str, call_id: str, ttl: float) -> None:
+        """A call started; it stops counting after `ttl` seconds even if `leave` never comes."""
+
+    @abstractmethod
+    async def leave(self, key: str, call_id: str) -> None: ...
+
+    async def close(self) -> None:
+        return None
+
+
+class LocalUsage(UsageStore):
+    """In-process state. `clock` (monotonic) times cooldowns and failures, `wall` the minutes."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._clock = clock
+        self._wall = wall
+        self._cooldown_until: dict[str, float] = {}
+        self._failures: dict[str, deque[float]] = {}
+        self._minute = current_minute(wall())
+        self._requests: Counter[str] = Counter()
+        self._tokens: Counter[str] = Counter()
+        self._in_flight: dict[str, dict[str, float]] = {}
+
+    def _roll_minute(self) -> None:
+        minute = current_minute(self._wall())
+        if minute != self._minute:
+            self._minute = minute
+            self._requests.clear()
+            self._tokens.clear()
+
+    def _in_flight_count(self, key: str, now: float) -> int:
+        calls = self._in_flight.get(key)
+        if not calls:
+            return 0
+        for call_id in [c for c, deadline in calls.items() if deadline <= now]:
+            del calls[call_id]
+        return len(calls)
+
+    async def snapshot(self, keys: Sequence[str]) -> Snapshot:
+        self._roll_minute()
+        now = self._clock()
+        usage = {
+            key: DeploymentUsage(
+                in_flight=self._in_flight_count(key, now),
+                rpm=self._requests[key],
+                tpm=self._tokens[key],
+            )
+            for key in keys
+        }
+        cooling = frozenset(k for k in keys if self._cooldown_until.get(k, 0.0) > now)
+        return Snapshot(usage, cooling)
+
+    async def cool_down(self, key: str, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        until = self._clock() + seconds
+        self._cooldown_until[key] = max(until, self._cooldown_until.get(key, 0.0))
+
+    async def note_failure(self, key: str, *, allowed_fails: int, cooldown: float) -> bool:
+        now = self._clock()
+        failures = self._failures.setdefault(key, deque())
+        failures.append(now)
+        while failures and failures[0] <= now - FAILURE_WINDOW:
+            failures.popleft()
+        if len(failures) > allowed_fails and cooldown > 0:
+            failures.clear()  # a recovered deployment starts with a clean slate
+            await self.cool_down(key, cooldown)
+            return True
+        return False
+
+    async def reserve(self, key: str, *, rpm_limit: int | None, tpm_limit: int | None) -> bool:
+        self._roll_minute()
+        if rpm_limit is not None and self._requests[key] >= rpm_limit:
+            return False
+        if tpm_limit is not None and self._tokens[key] >= tpm_limit:
+            return False
+        self._requests[key] += 1
+        return True
+
+    async def add_tokens(self, key: str, tokens: int) -> None:
+        self._roll_minute()
+        self._tokens[key] += tokens
+
+    async def enter(self, key: str, call_id: str, ttl: float) -> None:
+        self._in_flight.setdefault(key, {})[call_id] = self._clock() + ttl
+
+    async def leave(self, key: str, call_id: str) -> None:
+        self._in_flight.get(key, {}).pop(call_id, None)
+
+
+_NOTE_FAILURE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('PEXPIRE', KEYS[1], window)
+if redis.call('ZCARD', KEYS[1]) > tonumber(ARGV[2]) and tonumber(ARGV[3]) > 0 then
+  redis.call('DEL', KEYS[1])
+  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then
+    redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+  end
+  return 1
+end
+return 0
+"""
+
+_COOL_DOWN = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 1
+"""
+
+_RESERVE = """
+local rpm_limit = tonumber(ARGV[1])
+local tpm_limit = tonumber(ARGV[2])
+if rpm_limit > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= rpm_limit then return 0 end
+if tpm_limit > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= tpm_limit then return 0 end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+def redis_client(settings: RouterSettings) -> Redis | None:
+    """A client for the group's Redis, or None when the router names none."""
+    options: dict[str, Any] = {
+        "socket_timeout": REDIS_TIMEOUT,
+        "socket_connect_timeout": REDIS_TIMEOUT,
+        # The fallback handles outages; redis-py's own retries would only delay it.
+        "retry": Retry(NoBackoff(), 0),
+        "decode_responses": True,
+    }
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    if settings.redis_url:
+        if password is not None:
+            options["password"] = password
+        return Redis.from_url(settings.redis_url, **options)
+    if settings.redis_host:
+        return Redis(
+            host=settings.redis_host, port=settings.redis_port, password=password, **options
+        )
+    return None
+
+
+def redis_location(settings: RouterSettings) -> str:
+    """host:port for messages; a URL's credentials are left out."""
+    if settings.redis_url:
+        parts = urlsplit(settings.redis_url)
+        return f"{parts.hostname or '?'}:{parts.port or 6379}"
+    return f"{settings.redis_host}:{settings.redis_port}"
+
+
+class RedisUsage(UsageStore):
+    """State in Redis, shared by every worker of the group (see the module doc for the keys)."""
+
+    def __init__(self, client: Redis, group: str, *, prefix: str = KEY_PREFIX) -> None:
+        self._client = client
+        self._base = f"{prefix}:{{{group}}}"
+        self._note_failure = client.register_script(_NOTE_FAILURE)
+        self._cool_down = client.register_script(_COOL_DOWN)
+        self._reserve = client.register_script(_RESERVE)
+
+    def key(self, deployment_key: str, kind: str) -> str:
+        return f"{self._base}:{deployment_key}:{kind}"
+
+    async def snapshot(self, keys: Sequence[str]) -> Snapshot:
+        minute = current_minute()
+        now_ms = int(time.time() * 1000)
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(self.key(key, f"rpm:{minute}"))
+            pipe.get(self.key(key, f"tpm:{minute}"))
+            pipe.zcount(self.key(key, "inflight"), now_ms, "+inf")
+            pipe.exists(self.key(key, "cooldown"))
+        values = await pipe.execute()
+        usage: dict[str, DeploymentUsage] = {}
+        cooling: set[str] = set()
+        for index, key in enumerate(keys):
+            rpm, tpm, in_flight, cooldown = values[4 * index : 4 * index + 4]
+            usage[key] = DeploymentUsage(
+                in_flight=int(in_flight), rpm=int(rpm or 0), tpm=int(tpm or 0)
+            )
+            if int(cooldown):
+                cooling.add(key)
+        return Snapshot(usage, frozenset(cooling))
+
+    async def cool_down(self, key: str, seconds: float) -> None:
+        milliseconds = int(seconds * 1000)
+        if milliseconds > 0:
+            await self._cool_down(keys=[self.key(key, "cooldown")], args=[milliseconds])
+
+    async def note_failure(self, key: str, *, allowed_fails: int, cooldown: float) -> bool:
+        started = await self._note_failure(
+            keys=[self.key(key, "fails"), self.key(key, "cooldown")],
+            args=[
+                int(FAILURE_WINDOW * 1000),
+                allowed_fails,
+                int(cooldown * 1000),
+                uuid.uuid4().hex,
+            ],
+        )
+        return bool(started)
+
+    async def reserve(self, key: str, *, rpm_limit: int | None, tpm_limit: int | None) -> bool:
+        minute = current_minute()
+        granted = await self._reserve(
+            keys=[self.key(key, f"rpm:{minute}"), self.key(key, f"tpm:{minute}")],
+            args=[rpm_limit or 0, tpm_limit or 0, COUNTER_TTL],
+        )
+        return bool(granted)
+
+    async def add_tokens(self, key: str, tokens: int) -> None:
+        name = self.key(key, f"tpm:{current_minute()}")
+        pipe = self._client.pipeline(transaction=False)
+        pipe.incrby(name, tokens)
+        pipe.expire(name, COUNTER_TTL)
+        await pipe.execute()
+
+    async def enter(self, key: str, call_id: str, ttl: float) -> None:
+        name = self.key(key, "inflight")
+        deadline_ms = int((time.time() + ttl) * 1000)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zadd(name, {call_id: deadline_ms})
+        pipe.zremrangebyscore(name, "-inf", int(time.time() * 1000))
+        pipe.pexpire(name, int(ttl * 1000) + 1000)
+        await pipe.execute()
+
+    async def leave(self, key: str, call_id: str) -> None:
+        await self._client.zrem(self.key(key, "inflight"), call_id)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class ResilientUsage(UsageStore):
+    """Redis first; while it is unreachable, this worker's local state (warned about once per
+    outage, Redis retried every `retry_after` seconds). Routing never fails because of Redis."""
+
+    def __init__(
+        self,
+        primary: UsageStore,
+        fallback: UsageStore,
+        *,
+        group: str,
+        location: str,
+        redactor: Redactor | None = None,
+        retry_after: float = REDIS_RETRY_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._primary = primary
+        self._fallback = fallback
+        self._group = group
+        self._location = location
+        self._redact = redactor or Redactor()
+        self._retry_after = retry_after
+        self._clock = clock
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+
+    @property
+    def degraded(self) -> bool:
+        return self._down_since is not None
+
+    async def _either(
+        self, primary: Callable[[], Awaitable[T]], fallback: Callable[[], Awaitable[T]]
+    ) -> T:
+        if self._down_since is not None and self._clock() < self._retry_at:
+            return await fallback()
+        try:
+            result = await primary()
+        except (TimeoutError, RedisError, OSError) as exc:
+            if self._down_since is None:
+                self._down_since = self._clock()
+                log.warning(
+                    "model group %r: Redis at %s unreachable (%s); balancing on this worker's "
+                    "local state until it is back",
+                    self._group,
+                    self._location,
+                    self._redact(f"{type(exc).__name__}: {exc}"),
+                )
+            self._retry_at = self._clock() + self._retry_after
+            return await fallback()
+        if self._down_since is not None:
+            self._down_since = None
+            log.info("model group %r: Redis at %s reachable again", self._group, self._location)
+        return result
+
+    async def snapshot(self, keys: Sequence[str]) -> Snapshot:
+        return await self._either(
+            lambda: self._primary.snapshot(keys), lambda: self._fallback.snapshot(keys)
+        )
+
+    async def cool_down(self, key: str, seconds: float) -> None:
+        # Local state always learns of a cooldown too, so a later outage still honours it.
+        await self._fallback.cool_down(key, seconds)
+        await self._either(lambda: self._primary.cool_down(key, seconds), _nothing)
+
+    async def note_failure(self, key: str, *, allowed_fails: int, cooldown: float) -> bool:
+        return await self._either(
+            lambda: self._primary.note_failure(key, allowed_fails=allowed_fails, cooldown=cooldown),
+            lambda: self._fallback.note_failure(
+                key, allowed_fails=allowed_fails, cooldown=cooldown
+            ),
+        )
+
+    async def reserve(self, key: str, *, rpm_limit: int | None, tpm_limit: int | None) -> bool:
+        return await self._either(
+            lambda: self._primary.reserve(key, rpm_limit=rpm_limit, tpm_limit=tpm_limit),
+            lambda: self._fallback.reserve(key, rpm_limit=rpm_limit, tpm_limit=tpm_limit),
+        )
+
+    async def add_tokens(self, key: str, tokens: int) -> None:
+        await self._either(
+            lambda: self._primary.add_tokens(key, tokens),
+            lambda: self._fallback.add_tokens(key, tokens),
+        )
+
+    async def enter(self, key: str, call_id: str, ttl: float) -> None:
+        await self._either(
+            lambda: self._primary.enter(key, call_id, ttl),
+            lambda: self._fallback.enter(key, call_id, ttl),
+        )
+
+    async def leave(self, key: str, call_id: str) -> None:
+        # Both: the call may have entered on either side of an outage's start or end.
+        await self._fallback.leave(key, call_id)
+        await self._either(lambda: self._primary.leave(key, call_id), _nothing)
+
+    async def close(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._primary.close()
+        await self._fallback.close()
+
+
+async def _nothing() -> None:
+    return None
+
+
+class LatencyWindows:
+    """Recent latencies per deployment, a true sliding window: the last `size` samples that are
+    at most `max_age` seconds old. Kept per worker (each worker measures its own path to a
+    deployment). A deployment whose samples all aged out counts as unmeasured again, so a once
+    slow deployment is re-probed at least every `max_age` seconds."""
+
+    def __init__(
+        self, *, size: int = 10, max_age: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._size = max(1, size)
+        self._max_age = max_age
+        self._clock = clock
+        self._samples: dict[str, deque[tuple[float, float]]] = {}
+
+    def record(self, key: str, seconds: float) -> None:
+        samples = self._samples.setdefault(key, deque(maxlen=self._size))
+        samples.append((self._clock(), seconds))
+
+    def recent(self, key: str) -> float | None:
+        """Mean of the window, or None when nothing recent was measured."""
+        samples = self._samples.get(key)
+        if not samples:
+            return None
+        oldest = self._clock() - self._max_age
+        while samples and samples[0][0] < oldest:
+            samples.popleft()
+        if not samples:
+            return None
+        return sum(value for _, value in samples) / len(samples)
