@@ -13,7 +13,7 @@ class StickySession:
     unchanged; otherwise it is None, which keeps a million sessions small in memory.
     """
 
-    __slots__ = ("route", "since_offset", "seen_at", "message_id", "decision")
+    __slots__ = ("route", "since_offset", "seen_at", "written_at", "message_id", "decision")
 
     def __init__(
         self,
@@ -25,7 +25,8 @@ class StickySession:
     ) -> None:
         self.route = route
         self.since_offset = since_offset
-        self.seen_at = seen_at
+        self.seen_at = seen_at  # last message of the sender, for idle expiry
+        self.written_at = seen_at  # when the changelog last heard of this session
         self.message_id = message_id
         self.decision = decision
 

@@ -1,0 +1,134 @@
+"""Test plumbing for the real broker: unique topics, producing, consuming, a running worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from worker.kafka.topics import TopicNames
+from worker.runtime.coexistence_router import CoexistenceRouter
+from worker.runtime.worker import RoutingWorker, RuntimeSettings
+
+
+def unique_topics() -> TopicNames:
+    tag = uuid.uuid4().hex[:8]
+    return TopicNames(
+        input=f"user-messages-{tag}",
+        calm=f"calm-inbox-{tag}",
+        nlu=f"nlu-inbox-{tag}",
+        sessions=f"routing-sessions-{tag}",
+        dlq=f"routing-dlq-{tag}",
+    )
+
+
+@dataclass
+class Outgoing:
+    value: bytes | None
+    key: bytes | None = None
+    partition: int | None = None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+def user_message(sender: str, text: str, intent: str | None = None, **extra: Any) -> Outgoing:
+    body: dict[str, Any] = {
+        "message_id": extra.pop("message_id", uuid.uuid4().hex),
+        "sender_id": sender,
+        "text": text,
+        **extra,
+    }
+    if intent is not None:
+        body["parse_data"] = {"intent": {"name": intent, "confidence": 0.95}, "entities": []}
+    return Outgoing(orjson.dumps(body), sender.encode())
+
+
+def session_reset(sender: str) -> Outgoing:
+    body = {"type": "session_reset", "message_id": uuid.uuid4().hex, "sender_id": sender}
+    return Outgoing(orjson.dumps(body), sender.encode())
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[Outgoing]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        for r in records:
+            await producer.send_and_wait(
+                topic, r.value, key=r.key, partition=r.partition, headers=r.headers
+            )
+    finally:
+        await producer.stop()
+
+
+class TopicReader:
+    """Reads topics from the beginning, without a group, and waits for records to arrive."""
+
+    def __init__(self, bootstrap: str, *topics: str) -> None:
+        self._consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        self.records: list[ConsumerRecord[bytes, bytes]] = []
+
+    async def __aenter__(self) -> TopicReader:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def wait_for(
+        self, count: int, timeout: float = 30.0
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        """Wait until at least `count` records arrived in total; bounded by `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.records) < count:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise AssertionError(
+                    f"only {len(self.records)} of {count} records arrived within {timeout}s"
+                )
+            batch = await self._consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
+            for records in batch.values():
+                self.records.extend(records)
+        return self.records
+
+    def by_topic(self, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+        return [r for r in self.records if r.topic == topic]
+
+
+def routed(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
+    assert record.value is not None
+    value: dict[str, Any] = orjson.loads(record.value)
+    return value
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    settings: RuntimeSettings, router: CoexistenceRouter
+) -> AsyncIterator[RoutingWorker]:
+    worker = RoutingWorker(settings, router)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    ready = asyncio.create_task(worker.ready.wait())
+    done, _ = await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    if ready not in done:
+        ready.cancel()
+        task.cancel()
+        raise AssertionError("worker did not get its partitions within 30s")
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
