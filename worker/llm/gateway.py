@@ -175,6 +175,17 @@ class ModelGroupGateway:
         names = ", ".join(c.name for c in self._candidates)
         return f"ModelGroupGateway({self.group_id!r}, {self.settings.routing_strategy}, [{names}])"
 
+    async def __aenter__(self) -> ModelGroupGateway:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Retired and without an open HTTP session."""
+        return self._retired and self._session is None
+
     @property
     def in_flight(self) -> int:
         """Calls of `complete` running now."""

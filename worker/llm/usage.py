@@ -100,6 +100,10 @@ class UsageStore(ABC):
         """Cool the deployment down for `seconds` from now (never shortens a longer cooldown)."""
 
     @abstractmethod
+    async def cooldown_left(self, key: str) -> float:
+        """Seconds the deployment stays cooled down (0 when it is healthy)."""
+
+    @abstractmethod
     async def note_failure(self, key: str, *, allowed_fails: int, cooldown: float) -> bool:
         """Count a failure; cool down when more than `allowed_fails` fell within the window.
         True when this failure started a cooldown."""
@@ -174,6 +178,9 @@ class LocalUsage(UsageStore):
             return
         until = self._clock() + seconds
         self._cooldown_until[key] = max(until, self._cooldown_until.get(key, 0.0))
+
+    async def cooldown_left(self, key: str) -> float:
+        return max(0.0, self._cooldown_until.get(key, 0.0) - self._clock())
 
     async def note_failure(self, key: str, *, allowed_fails: int, cooldown: float) -> bool:
         now = self._clock()
@@ -310,6 +317,10 @@ class RedisUsage(UsageStore):
         if milliseconds > 0:
             await self._cool_down(keys=[self.key(key, "cooldown")], args=[milliseconds])
 
+    async def cooldown_left(self, key: str) -> float:
+        milliseconds = await self._client.pttl(self.key(key, "cooldown"))
+        return max(0, int(milliseconds)) / 1000.0
+
     async def note_failure(self, key: str, *, allowed_fails: int, cooldown: float) -> bool:
         started = await self._note_failure(
             keys=[self.key(key, "fails"), self.key(key, "cooldown")],
@@ -415,6 +426,11 @@ class ResilientUsage(UsageStore):
         # Local state always learns of a cooldown too, so a later outage still honours it.
         await self._fallback.cool_down(key, seconds)
         await self._either(lambda: self._primary.cool_down(key, seconds), _nothing)
+
+    async def cooldown_left(self, key: str) -> float:
+        return await self._either(
+            lambda: self._primary.cooldown_left(key), lambda: self._fallback.cooldown_left(key)
+        )
 
     async def note_failure(self, key: str, *, allowed_fails: int, cooldown: float) -> bool:
         return await self._either(

@@ -1,0 +1,255 @@
+"""Request shapes and answer parsing of every provider, without I/O."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from worker.llm.model_group import Deployment
+from worker.llm.providers import Endpoint, WireFormat, error_text, model_name
+from worker.llm.router_defaults import router_params
+
+KEY = "sk-test-0123456789abcdef"
+
+
+def endpoint(environ: dict[str, str] | None = None, **keys: Any) -> Endpoint:
+    deployment = Deployment.model_validate(keys)
+    return Endpoint(deployment, router_params(deployment), environ=environ or {})
+
+
+def sent(ep: Endpoint, prompt: str = "route me") -> tuple[str, dict[str, str], dict[str, Any]]:
+    request = ep.request(prompt)
+    return request.url, dict(request.headers), json.loads(request.body)
+
+
+def test_openai_chat_request() -> None:
+    url, headers, body = sent(endpoint(provider="openai", model="gpt-4o-mini", api_key=KEY))
+    assert url == "https://api.openai.com/v1/chat/completions"
+    assert headers["Authorization"] == f"Bearer {KEY}"
+    assert body == {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "route me"}],
+        "temperature": 0.0,
+        "max_tokens": 1,
+        "logit_bias": {"355": 100, "418": 100, "363": 100},
+    }
+
+
+def test_openai_key_from_environment_and_prefix_removed() -> None:
+    ep = endpoint({"OPENAI_API_KEY": KEY}, provider="openai", model="openai/gpt-4")
+    url, headers, body = sent(ep)
+    assert headers["Authorization"] == f"Bearer {KEY}"
+    assert body["model"] == "gpt-4"
+    assert body["logit_bias"] == {"362": 100, "426": 100, "356": 100}
+
+
+def test_azure_request_puts_deployment_in_path_and_key_in_api_key_header() -> None:
+    ep = endpoint(
+        provider="azure",
+        deployment="gpt-4o-mini-fr",
+        api_base="https://fr.example.com/",
+        api_version="2024-06-01",
+        api_key=KEY,
+    )
+    url, headers, body = sent(ep)
+    assert url == (
+        "https://fr.example.com/openai/deployments/gpt-4o-mini-fr/chat/completions"
+        "?api-version=2024-06-01"
+    )
+    assert headers["api-key"] == KEY
+    assert "Authorization" not in headers
+    assert "model" not in body
+    assert body["logit_bias"] == {"355": 100, "418": 100, "363": 100}
+
+
+def test_azure_base_key_and_version_from_environment() -> None:
+    env = {"AZURE_API_BASE": "https://env.example.com", "AZURE_API_KEY": KEY}
+    url, headers, _ = sent(endpoint(env, provider="azure", deployment="router"))
+    assert url.startswith("https://env.example.com/openai/deployments/router/chat/completions?")
+    assert "api-version=" in url
+    assert headers["api-key"] == KEY
+
+
+def test_azure_without_api_base_is_a_configuration_error() -> None:
+    with pytest.raises(ValueError, match="api_base"):
+        endpoint(provider="azure", deployment="router")
+
+
+def test_self_hosted_chat_and_text_completions() -> None:
+    chat = endpoint(provider="self-hosted", model="meta-llama/Llama-3-8B", api_base="http://h/v1")
+    url, headers, body = sent(chat)
+    assert url == "http://h/v1/chat/completions"
+    assert "Authorization" not in headers
+    assert body["model"] == "meta-llama/Llama-3-8B"  # a slash that is not a provider prefix
+    assert "logit_bias" not in body  # unknown tokenizer
+    text = endpoint(
+        provider="self-hosted",
+        model="hosted_vllm/mistral",
+        api_base="http://h/v1",
+        use_chat_completions_endpoint=False,
+    )
+    url, _, body = sent(text)
+    assert text.format is WireFormat.OPENAI_TEXT
+    assert url == "http://h/v1/completions"
+    assert body == {"model": "mistral", "prompt": "route me", "temperature": 0.0, "max_tokens": 1}
+
+
+def test_openai_compatible_servers_need_api_base() -> None:
+    for provider in ("self-hosted", "litellm_proxy", "rasa"):
+        with pytest.raises(ValueError, match="api_base"):
+            endpoint(provider=provider, model="m")
+
+
+def test_litellm_proxy_keeps_its_own_model_aliases() -> None:
+    ep = endpoint(provider="litellm_proxy", model="openai/gpt-4o", api_base="http://proxy:4000")
+    url, _, body = sent(ep)
+    assert url == "http://proxy:4000/chat/completions"
+    assert body["model"] == "openai/gpt-4o"
+    assert "logit_bias" not in body
+    assert (
+        sent(endpoint(provider="litellm_proxy", model="litellm_proxy/x", api_base="http://p"))[2][
+            "model"
+        ]
+        == "x"
+    )
+
+
+def test_ollama_request_is_non_streaming_with_options() -> None:
+    ep = endpoint(provider="ollama", model="ollama/llama3.1", num_ctx=4096, keep_alive="5m")
+    url, _, body = sent(ep)
+    assert url == "http://localhost:11434/api/chat"
+    assert body == {
+        "model": "llama3.1",
+        "messages": [{"role": "user", "content": "route me"}],
+        "stream": False,
+        "options": {"temperature": 0.0, "num_predict": 1, "num_ctx": 4096},
+        "keep_alive": "5m",
+    }
+    generate = endpoint(
+        provider="ollama",
+        model="llama3",
+        api_base="http://o:1",
+        use_chat_completions_endpoint=False,
+    )
+    url, _, body = sent(generate)
+    assert url == "http://o:1/api/generate"
+    assert body["prompt"] == "route me" and body["stream"] is False
+
+
+def test_bedrock_converse_request_is_signed() -> None:
+    ep = endpoint(
+        provider="bedrock",
+        model="bedrock/anthropic.claude-3-haiku-20240307-v1:0",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        aws_region_name="eu-central-1",
+        top_k=5,
+    )
+    url, headers, body = sent(ep)
+    assert url == (
+        "https://bedrock-runtime.eu-central-1.amazonaws.com/model/"
+        "anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+    )
+    assert (
+        headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+        and "/eu-central-1/bedrock/aws4_request" in headers["Authorization"]
+    )
+    assert "X-Amz-Date" in headers
+    assert body == {
+        "messages": [{"role": "user", "content": [{"text": "route me"}]}],
+        "inferenceConfig": {"maxTokens": 1, "temperature": 0.0},
+        "additionalModelRequestFields": {"top_k": 5},
+    }
+
+
+def test_bedrock_credentials_and_region_from_environment() -> None:
+    env = {
+        "AWS_ACCESS_KEY_ID": "AKIDENV",
+        "AWS_SECRET_ACCESS_KEY": "secretenv",
+        "AWS_SESSION_TOKEN": "tokenenv",
+        "AWS_DEFAULT_REGION": "us-west-2",
+    }
+    ep = endpoint(env, provider="bedrock", model="amazon.nova-lite-v1:0")
+    url, headers, _ = sent(ep)
+    assert url.startswith("https://bedrock-runtime.us-west-2.amazonaws.com/")
+    assert headers["X-Amz-Security-Token"] == "tokenenv"
+    with pytest.raises(ValueError, match="aws_region_name"):
+        endpoint({}, provider="bedrock", model="m", aws_access_key_id="a")
+    with pytest.raises(ValueError, match="aws_access_key_id"):
+        endpoint({"AWS_REGION": "us-east-1"}, provider="bedrock", model="m")
+
+
+def test_unknown_keys_pass_through_and_override_defaults() -> None:
+    ep = endpoint(
+        provider="openai", model="gpt-3.5-turbo", api_key=KEY, temperature=0.3, seed=42, user="x"
+    )
+    body = sent(ep)[2]
+    assert body["temperature"] == 0.3
+    assert body["seed"] == 42 and body["user"] == "x"
+    assert body["max_tokens"] == 1
+
+
+def test_answers_are_read_per_format() -> None:
+    openai = endpoint(provider="openai", model="gpt-4o", api_key=KEY)
+    answer = openai.answer(
+        {
+            "choices": [{"message": {"role": "assistant", "content": " A"}}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 1},
+        }
+    )
+    assert (answer.text, answer.usage.prompt_tokens, answer.usage.total_tokens) == (" A", 12, 13)
+    assert openai.answer({"choices": [{"message": {"content": None}}]}).text == ""
+    text = endpoint(
+        provider="self-hosted", model="m", api_base="http://h", use_chat_completions_endpoint=False
+    )
+    assert text.answer({"choices": [{"text": "B"}]}).text == "B"
+    ollama = endpoint(provider="ollama", model="m")
+    got = ollama.answer({"message": {"content": "C"}, "prompt_eval_count": 9, "eval_count": 1})
+    assert (got.text, got.usage.total_tokens) == ("C", 10)
+    bedrock = endpoint(
+        provider="bedrock",
+        model="m",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+        aws_region_name="us-east-1",
+    )
+    got = bedrock.answer(
+        {
+            "output": {"message": {"content": [{"text": "A"}]}},
+            "usage": {"inputTokens": 5, "outputTokens": 1},
+        }
+    )
+    assert (got.text, got.usage.prompt_tokens) == ("A", 5)
+    with pytest.raises(ValueError, match="unreadable"):
+        openai.answer({"nope": True})
+    with pytest.raises(ValueError, match="unreadable"):
+        bedrock.answer([1, 2])
+
+
+def test_model_name_only_removes_the_providers_own_prefix() -> None:
+    def name(provider: str, model: str) -> str | None:
+        return model_name(Deployment(provider=provider, model=model, api_base="http://x"))  # type: ignore[arg-type]
+
+    assert name("openai", "openai/gpt-4o") == "gpt-4o"
+    assert name("openai", "azure/gpt-4o") == "azure/gpt-4o"
+    assert name("bedrock", "bedrock/converse/amazon.nova") == "amazon.nova"
+    assert name("ollama", "ollama_chat/llama3") == "llama3"
+    assert name("self-hosted", "Qwen/Qwen2") == "Qwen/Qwen2"
+
+
+def test_error_text_reads_provider_messages() -> None:
+    assert error_text(500, b'{"error": {"message": "boom"}}') == "HTTP 500: boom"
+    assert error_text(429, b'{"message": "Too many requests"}') == "HTTP 429: Too many requests"
+    assert error_text(500, b'{"error": "model not found"}') == "HTTP 500: model not found"
+    assert error_text(502, b"<html>bad gateway</html>") == "HTTP 502: <html>bad gateway</html>"
+    assert error_text(503, b"") == "HTTP 503"
+
+
+def test_reprs_never_show_secrets() -> None:
+    ep = endpoint(provider="openai", model="gpt-4o", api_key=KEY)
+    request = ep.request("hi")
+    assert KEY not in repr(ep)
+    assert KEY not in repr(request)
+    assert "Authorization" in repr(request)

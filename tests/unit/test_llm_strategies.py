@@ -1,0 +1,164 @@
+"""Balancing strategies: seeded, pure choices over candidates and a usage snapshot."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from worker.llm.model_group import Deployment, RouterSettings
+from worker.llm.strategies import (
+    Candidate,
+    DeploymentUsage,
+    cost_based,
+    latency_based,
+    least_busy,
+    lowest_latency_buffer,
+    shuffle_weights,
+    simple_shuffle,
+    strategy_for,
+    token_cost,
+    usage_based,
+)
+
+
+def candidate(name: str, **keys: Any) -> Candidate:
+    return Candidate(name, Deployment(provider="openai", model=name, **keys))
+
+
+def tally(strategy: Any, candidates: list[Candidate], usage: Any, n: int = 3000) -> Counter[str]:
+    rng = random.Random(7)
+    picks: Counter[str] = Counter()
+    for _ in range(n):
+        choice = strategy(candidates, usage, rng)
+        assert choice is not None
+        picks[choice.key] += 1
+    return picks
+
+
+def test_simple_shuffle_follows_weights() -> None:
+    picks = tally(simple_shuffle, [candidate("a", weight=1), candidate("b", weight=2)], {})
+    assert picks["a"] / 3000 == pytest.approx(1 / 3, abs=0.03)
+    assert picks["b"] / 3000 == pytest.approx(2 / 3, abs=0.03)
+
+
+def test_simple_shuffle_falls_back_to_rpm_then_tpm_then_uniform() -> None:
+    by_rpm = tally(simple_shuffle, [candidate("a", rpm=100), candidate("b", rpm=300)], {})
+    assert by_rpm["b"] / 3000 == pytest.approx(0.75, abs=0.03)
+    by_tpm = tally(simple_shuffle, [candidate("a", tpm=1000), candidate("b", tpm=1000)], {})
+    assert by_tpm["a"] / 3000 == pytest.approx(0.5, abs=0.03)
+    uniform = tally(simple_shuffle, [candidate("a"), candidate("b"), candidate("c")], {})
+    assert all(count / 3000 == pytest.approx(1 / 3, abs=0.03) for count in uniform.values())
+
+
+def test_mixed_weights_use_the_first_key_any_candidate_sets() -> None:
+    # SPEC §5's example: azure with rpm only, openai with weight 2 → weight wins, azure counts 1.
+    assert shuffle_weights([candidate("azure", rpm=600), candidate("openai", weight=2)]) == [1, 2]
+    # rpm present on one only: the other gets the mean of the given rpms.
+    assert shuffle_weights([candidate("a", rpm=100), candidate("b"), candidate("c", rpm=300)]) == [
+        100,
+        200,
+        300,
+    ]
+
+
+def test_least_busy_picks_fewest_in_flight_and_breaks_ties_randomly() -> None:
+    candidates = [candidate("a"), candidate("b"), candidate("c")]
+    usage = {"a": DeploymentUsage(in_flight=3), "b": DeploymentUsage(in_flight=1)}
+    assert set(tally(least_busy, candidates, usage, 200)) == {"c"}  # no entry: idle
+    usage["c"] = DeploymentUsage(in_flight=1)
+    assert set(tally(least_busy, candidates, usage, 200)) == {"b", "c"}
+    usage = {k: DeploymentUsage(in_flight=2) for k in "abc"}
+    picks = tally(least_busy, candidates, usage)
+    assert all(count / 3000 == pytest.approx(1 / 3, abs=0.03) for count in picks.values())
+
+
+def test_latency_based_tries_unmeasured_first_then_the_fastest_within_buffer() -> None:
+    candidates = [candidate("fast"), candidate("ok"), candidate("slow")]
+    usage = {"fast": DeploymentUsage(latency=0.10), "ok": DeploymentUsage(latency=0.14)}
+    assert set(tally(latency_based(0.0), candidates, usage, 100)) == {"slow"}
+    usage["slow"] = DeploymentUsage(latency=1.0)
+    assert set(tally(latency_based(0.0), candidates, usage, 100)) == {"fast"}
+    spread = tally(latency_based(0.5), candidates, usage)
+    assert set(spread) == {"fast", "ok"}
+    assert spread["fast"] / 3000 == pytest.approx(0.5, abs=0.04)
+
+
+def test_latency_buffer_is_read_from_routing_strategy_args_first() -> None:
+    assert lowest_latency_buffer(RouterSettings(lowest_latency_buffer=0.2)) == 0.2
+    settings = RouterSettings(
+        lowest_latency_buffer=0.2, routing_strategy_args={"lowest_latency_buffer": 0.5}
+    )
+    assert lowest_latency_buffer(settings) == 0.5
+
+
+def test_usage_based_skips_deployments_at_their_limits_and_prefers_lowest_usage() -> None:
+    candidates = [candidate("a", rpm=10), candidate("b", tpm=500), candidate("c")]
+    usage = {
+        "a": DeploymentUsage(rpm=10),
+        "b": DeploymentUsage(rpm=1, tpm=500),
+        "c": DeploymentUsage(rpm=50, tpm=900),
+    }
+    assert set(tally(usage_based, candidates, usage, 100)) == {"c"}
+    usage = {"a": DeploymentUsage(rpm=3, tpm=30), "b": DeploymentUsage(rpm=2, tpm=30)}
+    assert set(tally(usage_based, candidates[:2], usage, 100)) == {"b"}  # equal tokens → requests
+    full = {"a": DeploymentUsage(rpm=10), "b": DeploymentUsage(tpm=600)}
+    assert usage_based(candidates[:2], full, random.Random(0)) is None
+
+
+def test_usage_based_spreads_evenly_when_usage_is_counted() -> None:
+    candidates = [candidate("a", rpm=6), candidate("b", rpm=6)]
+    counts: Counter[str] = Counter()
+    rng = random.Random(3)
+    for _ in range(12):
+        usage = {k: DeploymentUsage(rpm=counts[k]) for k in "ab"}
+        choice = usage_based(candidates, usage, rng)
+        assert choice is not None
+        counts[choice.key] += 1
+    assert counts == {"a": 6, "b": 6}
+    usage = {k: DeploymentUsage(rpm=counts[k]) for k in "ab"}
+    assert usage_based(candidates, usage, rng) is None
+
+
+def test_cost_based_picks_cheapest_and_randomises_equal_prices() -> None:
+    candidates = [
+        candidate("dear", input_cost_per_token=3e-6, output_cost_per_token=6e-6),
+        candidate("cheap1", input_cost_per_token=1e-6, output_cost_per_token=2e-6),
+        candidate("cheap2", input_cost_per_token=1.5e-6, output_cost_per_token=1.5e-6),
+        candidate("unpriced"),
+    ]
+    picks = tally(cost_based, candidates, {})
+    assert set(picks) == {"cheap1", "cheap2"}
+    assert picks["cheap1"] / 3000 == pytest.approx(0.5, abs=0.04)
+    assert token_cost(candidates[3].deployment) == float("inf")
+    only_output = candidate("x", output_cost_per_token=1e-6)
+    assert token_cost(only_output.deployment) == 1e-6
+
+
+def test_strategies_are_reproducible_with_a_seed() -> None:
+    candidates = [candidate("a", weight=1), candidate("b", weight=3)]
+    first = [simple_shuffle(candidates, {}, r) for r in [random.Random(11)] for _ in range(50)]
+    rng = random.Random(11)
+    second = [simple_shuffle(candidates, {}, rng) for _ in range(50)]
+    assert [c.key for c in first if c] == [c.key for c in second if c]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("simple-shuffle", simple_shuffle),
+        ("least-busy", least_busy),
+        ("usage-based-routing", usage_based),
+        ("cost-based-routing", cost_based),
+    ],
+)
+def test_strategy_for_names(name: str, expected: Any) -> None:
+    assert strategy_for(RouterSettings(routing_strategy=name)) is expected
+
+
+def test_empty_candidates_pick_nothing() -> None:
+    rng = random.Random(0)
+    for strategy in (simple_shuffle, least_busy, latency_based(0.1), usage_based, cost_based):
+        assert strategy([], {}, rng) is None
