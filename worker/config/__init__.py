@@ -1,0 +1,29 @@
+"""Loading Rasa's own configuration files: config.yml, endpoints.yml and flows."""
+
+from worker.config.app_config import (
+    AppConfig,
+    ConfigPaths,
+    load_app_config,
+    reload_app_config,
+    validate_files,
+)
+from worker.config.endpoints import Endpoints, KafkaSettings, NluEndpoint, Topics, load_endpoints
+from worker.config.errors import ConfigError
+from worker.config.flows import load_flow_triggers
+from worker.config.rasa_config import load_router_config
+
+__all__ = [
+    "AppConfig",
+    "ConfigError",
+    "ConfigPaths",
+    "Endpoints",
+    "KafkaSettings",
+    "NluEndpoint",
+    "Topics",
+    "load_app_config",
+    "load_endpoints",
+    "load_flow_triggers",
+    "load_router_config",
+    "reload_app_config",
+    "validate_files",
+]
