@@ -44,19 +44,27 @@ async def restore_sessions(
     if not tps:
         return restored
     consumer.assign(tps)
-    end_offsets = await consumer.end_offsets(tps)
-    remaining = {tp for tp in tps if end_offsets[tp] > 0}
+    listed = await consumer.end_offsets(tps)
+    remaining = {tp for tp in tps if listed[tp] > 0}
+    # The end offset is captured once, at assignment: ListOffsets, raised to the high watermark
+    # of the first fetch (Tansu's ListOffsets answers a batch's base offset + 1 instead).
+    end: dict[TopicPartition, int] = {}
     if remaining:
         await consumer.seek_to_beginning(*remaining)
     started = time.monotonic()
     count = 0
     while remaining:
         batch = await consumer.getmany(*remaining, timeout_ms=fetch_timeout_ms)
+        for tp in remaining:
+            highwater = consumer.highwater(tp)
+            if tp not in end and highwater is not None:
+                end[tp] = max(listed[tp], highwater)
         for tp, records in batch.items():
             sessions = restored[tp.partition]
             floor = committed.get(tp.partition, 0)
+            limit = end.get(tp, listed[tp])
             for record in records:
-                if record.offset >= end_offsets[tp]:
+                if record.offset >= limit:
                     break
                 count += 1
                 key = record.key.decode("utf-8", "replace") if record.key is not None else None
@@ -69,7 +77,7 @@ async def restore_sessions(
                     value = session_record_adapter.validate_json(record.value)
                 except ValidationError as exc:
                     log.warning(
-                        "skipping unreadable session record %s[%d]@%d: %s",
+                        "skipping unreadable session record %s[%d]@%d: %d errors",
                         topic,
                         tp.partition,
                         record.offset,
@@ -78,7 +86,7 @@ async def restore_sessions(
                     continue
                 sessions[key] = session_from_record(value, value.since_offset >= floor)
         for tp in list(remaining):
-            if await consumer.position(tp) >= end_offsets[tp]:
+            if tp in end and await consumer.position(tp) >= end[tp]:
                 remaining.discard(tp)
     consumer.assign([])
     log.info(

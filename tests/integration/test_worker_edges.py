@@ -1,0 +1,216 @@
+"""Bad records, restarts, the NLU server and topic layout, against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import astuple
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from contracts.models import DeadLetter
+from tests.integration.test_intent_routing import CONFIG, TRIGGERS, make_router, make_settings
+from tests.kafka_support import (
+    Outgoing,
+    TopicReader,
+    produce,
+    routed,
+    running_worker,
+    user_message,
+)
+from worker.kafka.topics import TopicLayoutError, TopicNames, ensure_topics
+from worker.runtime.coexistence_router import CoexistenceRouter
+from worker.runtime.nlu_client import NluServer
+from worker.runtime.worker import RoutingWorker
+
+
+@pytest.mark.parametrize(
+    ("value", "key", "error_type", "mentions"),
+    [
+        (b"{not json", b"u1", "ValidationError", "Invalid JSON"),
+        (b'{"message_id":"m","sender_id":"u1","text":"\xff\xfe"}', b"u1", "ValidationError", ""),
+        (b'{"sender_id":"u1","text":"hi"}', b"u1", "ValidationError", "message_id"),
+        (b'{"message_id":"m","text":"hi"}', None, "ValidationError", "sender_id"),
+        (b'{"message_id":"m","sender_id":"u1"}', b"u1", "ValidationError", "text"),
+        (b'{"message_id":5,"sender_id":"u1","text":"hi"}', b"u1", "ValidationError", "message_id"),
+        (b'{"message_id":"m","sender_id":"u1","text":["x"]}', b"u1", "ValidationError", "text"),
+        (b'{"type":"bogus","message_id":"m","sender_id":"u1"}', b"u1", "ValidationError", "tag"),
+        (b'{"message_id":"m","sender_id":"u1","text":"hi"}', b"u2", "BadRecord", "sender_id"),
+        (None, b"u1", "BadRecord", "no value"),
+    ],
+)
+async def test_bad_record_goes_to_dlq_and_partition_continues(
+    bootstrap: str, value: bytes | None, key: bytes | None, error_type: str, mentions: str
+) -> None:
+    settings = make_settings(bootstrap, partitions=1)
+    async with running_worker(settings, make_router()):
+        await produce(
+            bootstrap,
+            settings.topics.input,
+            [
+                Outgoing(value, key, partition=0),
+                Outgoing(user_message("u1", "after", "transfer_money").value, b"u1", partition=0),
+            ],
+        )
+        async with TopicReader(bootstrap, settings.topics.dlq, settings.topics.calm) as reader:
+            await reader.wait_for(2)
+    [dead] = reader.by_topic(settings.topics.dlq)
+    [after] = reader.by_topic(settings.topics.calm)
+    assert (dead.key, dead.value) == (key, value)
+    letter = DeadLetter.from_headers(dead.headers)
+    assert letter.error_type == error_type
+    assert mentions in letter.error_message
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == (
+        settings.topics.input,
+        0,
+        0,
+    )
+    assert routed(after)["message"]["text"] == "after"
+
+
+async def test_restarted_worker_keeps_sticky_sessions(bootstrap: str) -> None:
+    settings = make_settings(bootstrap)
+    async with running_worker(settings, make_router()):
+        await produce(
+            bootstrap,
+            settings.topics.input,
+            [
+                user_message("gina", "move money", "transfer_money"),  # CALM sticky
+                user_message("hal", "talk to a human", "handoff"),  # NLU sticky
+            ],
+        )
+        async with TopicReader(bootstrap, settings.topics.calm, settings.topics.nlu) as reader:
+            await reader.wait_for(2)
+    # A fresh worker process-state: sessions come only from the changelog.
+    async with running_worker(settings, make_router()):
+        await produce(
+            bootstrap,
+            settings.topics.input,
+            [
+                user_message("gina", "handoff please", "handoff"),
+                user_message("hal", "send money", "transfer_money"),
+            ],
+        )
+        async with TopicReader(bootstrap, settings.topics.calm, settings.topics.nlu) as reader:
+            records = await reader.wait_for(4)
+    later = [routed(r) for r in records if routed(r)["routing"]["reason"] == "sticky_session"]
+    assert {(r["message"]["sender_id"], r["routing"]["route"]) for r in later} == {
+        ("gina", "calm"),
+        ("hal", "nlu"),
+    }
+
+
+class RasaNluStub:
+    """A Rasa NLU HTTP server on loopback: `POST /model/parse` answering scripted intents."""
+
+    def __init__(self, intents: dict[str, str | None], fail_first: int = 0) -> None:
+        self.intents = intents
+        self.calls: list[dict[str, Any]] = []
+        self.fail_first = fail_first
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def parse(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.calls.append({"body": body, "token": request.query.get("token")})
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            return web.json_response({"error": "busy"}, status=503)
+        name = self.intents.get(body["text"])
+        intent = {"name": name, "confidence": 0.9} if name else None
+        return web.json_response({"text": body["text"], "intent": intent, "entities": []})
+
+    async def __aenter__(self) -> RasaNluStub:
+        app = web.Application()
+        app.router.add_post("/model/parse", self.parse)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+async def test_intent_from_nlu_server_when_parse_data_is_missing(bootstrap: str) -> None:
+    settings = make_settings(bootstrap)
+    async with RasaNluStub({"send money": "transfer_money"}, fail_first=1) as nlu:
+        router = CoexistenceRouter(CONFIG, TRIGGERS, nlu=NluServer(nlu.url, token="t0k", retries=2))
+        async with running_worker(settings, router):
+            await produce(
+                bootstrap,
+                settings.topics.input,
+                [
+                    user_message("ivy", "send money"),  # no parse_data: asks the NLU server
+                    user_message("jon", "hi", "handoff"),  # parse_data given: no NLU call
+                ],
+            )
+            async with TopicReader(bootstrap, settings.topics.calm, settings.topics.nlu) as reader:
+                records = await reader.wait_for(2)
+        await router.close()
+    results = {routed(r)["message"]["sender_id"]: routed(r)["routing"] for r in records}
+    assert results["ivy"]["route"] == "calm"
+    assert results["ivy"]["intent"] == "transfer_money"
+    assert results["jon"]["reason"] == "listed_intent"
+    assert [c["body"]["text"] for c in nlu.calls] == ["send money", "send money"]  # one retry
+    assert all(c["token"] == "t0k" for c in nlu.calls)
+
+
+async def test_unreachable_nlu_server_routes_nlu_sticky_with_reason(bootstrap: str) -> None:
+    settings = make_settings(bootstrap)
+    async with RasaNluStub({}) as nlu:
+        dead_url = nlu.url
+    router = CoexistenceRouter(CONFIG, TRIGGERS, nlu=NluServer(dead_url, retries=1, timeout=1))
+    async with running_worker(settings, router):
+        await produce(bootstrap, settings.topics.input, [user_message("kim", "send money")])
+        async with TopicReader(bootstrap, settings.topics.nlu) as reader:
+            [record] = await reader.wait_for(1)
+    await router.close()
+    assert routed(record)["routing"]["reason"] == "nlu_failure"
+    assert routed(record)["routing"]["sticky"] is True
+
+
+async def test_partition_count_mismatch_refuses_to_start(bootstrap: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    topics = TopicNames(
+        input=f"in-{tag}", calm=f"c-{tag}", nlu=f"n-{tag}", sessions=f"s-{tag}", dlq=f"d-{tag}"
+    )
+    connection = {"bootstrap_servers": bootstrap}
+    admin = AIOKafkaAdminClient(**connection)
+    await admin.start()
+    await admin.create_topics([NewTopic(topics.input, 4, 1), NewTopic(topics.sessions, 2, 1)])
+    await admin.close()
+    with pytest.raises(TopicLayoutError, match=r"has 2 partitions but input topic .* has 4"):
+        await ensure_topics(connection, topics, create=True, partitions=4, replication_factor=1)
+    settings = make_settings(bootstrap, topics=topics)
+    with pytest.raises(TopicLayoutError):
+        await asyncio.wait_for(RoutingWorker(settings, make_router()).run(asyncio.Event()), 30)
+
+
+async def test_missing_topics_are_created_with_a_compacted_changelog(bootstrap: str) -> None:
+    settings = make_settings(bootstrap, partitions=4)
+    count = await ensure_topics(
+        settings.connection, settings.topics, create=True, partitions=4, replication_factor=1
+    )
+    assert count == 4
+    admin = AIOKafkaAdminClient(**settings.connection)
+    await admin.start()
+    try:
+        names = list(astuple(settings.topics))
+        described = await admin.describe_topics(names)
+        assert {t["topic"]: len(t["partitions"]) for t in described} == dict.fromkeys(names, 4)
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, settings.topics.sessions)]
+        )
+        [(_, _, _, _, entries)] = response.resources
+        assert ("cleanup.policy", "compact") in [(e[0], e[1]) for e in entries]
+    finally:
+        await admin.close()
