@@ -230,7 +230,8 @@ def test_answers_are_read_per_format() -> None:
 
 def test_model_name_only_removes_the_providers_own_prefix() -> None:
     def name(provider: str, model: str) -> str | None:
-        return model_name(Deployment(provider=provider, model=model, api_base="http://x"))  # type: ignore[arg-type]
+        keys = {"provider": provider, "model": model, "api_base": "http://x"}
+        return model_name(Deployment.model_validate(keys))
 
     assert name("openai", "openai/gpt-4o") == "gpt-4o"
     assert name("openai", "azure/gpt-4o") == "azure/gpt-4o"

@@ -100,8 +100,10 @@ def test_latency_window_slides_by_count_and_age() -> None:
 def test_deployment_keys_are_stable_distinct_and_secret_free() -> None:
     secret = "sk-very-secret-value-123"
     models = [
-        Deployment(provider="openai", model="gpt-4o", api_key=secret),  # type: ignore[arg-type]
-        Deployment(provider="openai", model="gpt-4o", api_key="sk-other-000000"),  # type: ignore[arg-type]
+        Deployment.model_validate({"provider": "openai", "model": "gpt-4o", "api_key": secret}),
+        Deployment.model_validate(
+            {"provider": "openai", "model": "gpt-4o", "api_key": "sk-other-000000"}
+        ),
         Deployment(provider="azure", deployment="gpt-4o", api_base="https://a"),
         Deployment(provider="azure", deployment="gpt-4o", api_base="https://b"),
     ]
