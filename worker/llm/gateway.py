@@ -489,10 +489,13 @@ class GatewayRegistry:
             fresh[group_id] = self._factory(group, state)
             states[group_id] = state
         retired = [g for gid, g in self._gateways.items() if fresh.get(gid) is not g]
+        # Asked before anything changes: retiring needs the event loop (call from within it).
+        loop = asyncio.get_running_loop() if retired else None
         self._gateways = fresh
         self._states = states
         for gateway in retired:
-            task = asyncio.get_running_loop().create_task(gateway.close_when_idle())
+            assert loop is not None
+            task = loop.create_task(gateway.close_when_idle())
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
 
