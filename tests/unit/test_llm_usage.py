@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
+from collections.abc import Sequence
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from worker.llm.gateway import retry_after_seconds
 from worker.llm.model_group import Deployment
-from worker.llm.usage import LatencyWindows, LocalUsage, deployment_keys
+from worker.llm.usage import (
+    LatencyWindows,
+    LocalUsage,
+    ResilientUsage,
+    Snapshot,
+    deployment_keys,
+)
 
 
 class Clock:
@@ -125,3 +134,38 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds({"Retry-After": "-5"}) == 0.0
     assert retry_after_seconds({"Retry-After": "999999"}) == 3600.0
     assert retry_after_seconds({}) is None
+
+
+class FlakyRedis(LocalUsage):
+    """A primary store that is down until `up` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = False
+
+    async def snapshot(self, keys: Sequence[str]) -> Snapshot:
+        if not self.up:
+            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6390. Refused.")
+        return await super().snapshot(keys)
+
+
+async def test_resilient_usage_falls_back_warns_once_and_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="worker.llm")
+    clock = Clock()
+    primary, local = FlakyRedis(), LocalUsage()
+    store = ResilientUsage(
+        primary, local, group="g", location="127.0.0.1:6390", retry_after=5, clock=clock
+    )
+    await local.cool_down("d", 60)
+    for _ in range(3):
+        assert (await store.snapshot(["d"])).cooling == {"d"}  # local state answers
+        clock.now += 1
+    assert store.degraded
+    assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1
+    primary.up = True
+    clock.now += 5
+    assert (await store.snapshot(["d"])).cooling == frozenset()  # Redis again
+    assert not store.degraded
+    assert any("reachable again" in r.getMessage() for r in caplog.records)
