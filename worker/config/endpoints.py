@@ -8,10 +8,10 @@ ignored, so a Rasa assistant's own file can be given as it is.
 `sasl_mechanism`, `sasl_username`, `sasl_password`, `ssl_cafile`, `ssl_certfile`, `ssl_keyfile`,
 `ssl_check_hostname`, `client_id`) and the worker's own settings (`group_id`, `topics`,
 `create_topics`, `partitions`, `replication_factor`, `max_in_flight`, `commit_interval_ms`,
-`session_expiration_time`, `shutdown_timeout`, `rebalance_timeout`). Two defaults differ from
-Rasa's event broker, on purpose: `security_protocol` is PLAINTEXT (Rasa: SASL_PLAINTEXT, which
-fails without credentials anyway) and `ssl_check_hostname` is true (Rasa: false); set them
-explicitly to keep Rasa's behaviour.
+`session_expiration_time`, `shutdown_timeout`, `rebalance_timeout`, `session_timeout`).
+Two defaults differ from Rasa's KafkaEventBroker on purpose: `security_protocol` is PLAINTEXT
+(Rasa: SASL_PLAINTEXT, with no credentials by default) and `ssl_check_hostname` is true (Rasa:
+false, which accepts any certificate for any broker name); write them out to get Rasa's.
 
 Environment variables override the file (an empty value counts as unset):
 
@@ -45,7 +45,13 @@ from worker.config.env import (
     expand_model,
     expand_section,
 )
-from worker.config.errors import ConfigError, display_name, problem, validation_problems
+from worker.config.errors import (
+    ConfigError,
+    display_name,
+    looked_in,
+    problem,
+    validation_problems,
+)
 from worker.config.yaml_files import read_yaml
 from worker.llm.model_group import ModelGroup
 
@@ -117,6 +123,9 @@ class KafkaSettings(BaseModel):
     session_expiration_time: float = Field(default=0.0, ge=0)
     shutdown_timeout: float = Field(default=10.0, gt=0)
     rebalance_timeout: float = Field(default=10.0, gt=0)
+    # Kafka's consumer-group session (session.timeout.ms, in seconds): how long the group
+    # coordinator waits for a silent worker before moving its partitions. Not a sticky session.
+    session_timeout: float = Field(default=10.0, gt=0)
 
     @field_validator("url", mode="before")
     @classmethod
@@ -240,8 +249,7 @@ def _resolve_ssl_files(
             problem(
                 file,
                 f"kafka.{key}",
-                f"file {given} not found (looked in the current directory and in "
-                f"{display_name(endpoints_dir)})",
+                f"file {given} not found ({looked_in(endpoints_dir)})",
             )
         )
 
@@ -280,7 +288,7 @@ def _nlu_endpoint(
     section: object, *, file: str, environ: Mapping[str, str], problems: list[str]
 ) -> NluEndpoint | None:
     if not isinstance(section, dict):
-        problems.append(problem(file, "nlu", "must be a mapping with `url`"))
+        problems.append(problem(file, "nlu", "must be a mapping with url"))
         return None
     values, expansion = expand_section(section, file=file, path="nlu", environ=environ)
     problems.extend(expansion)
@@ -349,7 +357,7 @@ def _model_groups(
         named = isinstance(group_id, str) and group_id != ""
         path = f"model_groups[{index}]" + (f" (id {group_id})" if named else "")
         if not isinstance(raw, dict):
-            problems.append(problem(file, path, "must be a mapping with `id` and `models`"))
+            problems.append(problem(file, path, "must be a mapping with id and models"))
             continue
         if isinstance(group_id, str) and group_id in first_index:
             problems.append(

@@ -34,6 +34,13 @@ def display_name(path: Path) -> str:
         return str(path)
 
 
+def looked_in(directory: Path) -> str:
+    """Where a relative file name was searched: the cwd, then the directory of the YAML file."""
+    if directory.resolve() == Path.cwd().resolve():
+        return "looked in the current directory"
+    return f"looked in the current directory and in {display_name(directory)}"
+
+
 def key_path(base: str, loc: Iterable[str | int]) -> str:
     """`model_groups[0]` + ("models", 1, "api_key") -> `model_groups[0].models[1].api_key`."""
     path = base

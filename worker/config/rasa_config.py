@@ -16,7 +16,14 @@ from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import ValidationError
 
-from worker.config.errors import ConfigError, display_name, key_path, problem, validation_problems
+from worker.config.errors import (
+    ConfigError,
+    display_name,
+    key_path,
+    looked_in,
+    problem,
+    validation_problems,
+)
 from worker.config.yaml_files import read_yaml
 from worker.routing.router_config import (
     IntentBasedRouterConfig,
@@ -121,8 +128,7 @@ def _read_prompt(
             problem(
                 file,
                 f"{path}.{key}",
-                f"prompt file {prompt} not found (looked in the current directory and in "
-                f"{display_name(config_dir)})",
+                f"prompt file {prompt} not found ({looked_in(config_dir)})",
             )
         )
         return entry
