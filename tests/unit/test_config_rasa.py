@@ -170,6 +170,12 @@ def test_prompt_that_does_not_compile(workdir: Path) -> None:
     assert "prompt template does not compile" in line
 
 
+def test_prompt_with_an_unknown_filter(workdir: Path) -> None:
+    Path("bad.jinja2").write_text("{{ user_message | shout }}")
+    [line] = problems_of(write_config(LLM_ROUTER + "    prompt: bad.jinja2\n"))
+    assert line == "bad.jinja2:1: prompt template does not compile: No filter named 'shout'."
+
+
 def test_other_keys_are_reported_together_with_a_prompt_problem(workdir: Path) -> None:
     pipeline = "  - name: LLMBasedRouter\n    prompt: missing.jinja2\n"
     problems = problems_of(write_config(pipeline))

@@ -140,7 +140,7 @@ def _read_prompt(
         problems.append(problem(file, f"{path}.{key}", f"cannot read {prompt_name}: {error}"))
         return entry
     try:
-        _TEMPLATES.parse(text)
+        _TEMPLATES.from_string(text)  # compiled, not only parsed: unknown filters fail here
     except TemplateSyntaxError as error:
         problems.append(
             f"{prompt_name}:{error.lineno}: prompt template does not compile: {error.message}"
