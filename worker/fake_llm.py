@@ -115,8 +115,11 @@ def _word_count(*texts: str) -> int:
     return sum(len(text.split()) for text in texts)
 
 
-def _openai_prompt_tokens(body: dict[str, Any]) -> int:
+def _openai_prompt_texts(body: dict[str, Any]) -> list[str]:
+    """The prompt's texts in an OpenAI (chat or text completion) or Ollama request body."""
     texts: list[str] = []
+    if isinstance(body.get("system"), str):
+        texts.append(body["system"])
     for message in body.get("messages") or []:
         if not isinstance(message, dict):
             continue
@@ -130,12 +133,11 @@ def _openai_prompt_tokens(body: dict[str, Any]) -> int:
         texts.append(prompt)
     elif isinstance(prompt, list):
         texts.extend(p for p in prompt if isinstance(p, str))
-    if isinstance(body.get("system"), str):
-        texts.append(body["system"])
-    return _word_count(*texts)
+    return texts
 
 
-def _bedrock_prompt_tokens(body: dict[str, Any]) -> int:
+def _bedrock_prompt_texts(body: dict[str, Any]) -> list[str]:
+    """The prompt's texts in a Bedrock Converse request body."""
     texts: list[str] = []
     for block in body.get("system") or []:
         if isinstance(block, dict) and isinstance(block.get("text"), str):
@@ -146,7 +148,11 @@ def _bedrock_prompt_tokens(body: dict[str, Any]) -> int:
         for block in message.get("content") or []:
             if isinstance(block, dict) and isinstance(block.get("text"), str):
                 texts.append(block["text"])
-    return _word_count(*texts)
+    return texts
+
+
+def _prompt_texts(flavor: Flavor, body: dict[str, Any]) -> list[str]:
+    return _bedrock_prompt_texts(body) if flavor == "bedrock" else _openai_prompt_texts(body)
 
 
 def _format_seconds(value: float) -> str:
@@ -172,11 +178,16 @@ class FakeLLMServer:
         *,
         seed: int = 0,
         bedrock_credentials: dict[str, str] | None = None,
+        responder: Callable[[str], str] | None = None,
     ) -> None:
+        """`responder`, when given, answers every call of a deployment without a script (its own
+        or the DEFAULT_SCRIPT one) from the prompt text (the request's texts joined by newlines),
+        instead of "A"; scripts, latency and errors still apply as usual."""
         self._host = host
         self._port = port
         self._seed = seed
         self._bedrock_credentials = dict(bedrock_credentials) if bedrock_credentials else None
+        self._responder = responder
         self._scripts: dict[str, _Script] = {}
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
@@ -297,10 +308,9 @@ class FakeLLMServer:
         for name, value in self.in_flight.items():
             self.max_in_flight[name] = value
 
-    def _script_for(self, deployment: str) -> _Script:
-        script = self._scripts.get(deployment) or self._scripts.get(DEFAULT_SCRIPT)
-        # Not stored: a default script set later must still apply to this deployment.
-        return script if script is not None else _Script(answer="A")
+    def _script_for(self, deployment: str) -> _Script | None:
+        """The deployment's script, else the default one; None when neither is set."""
+        return self._scripts.get(deployment) or self._scripts.get(DEFAULT_SCRIPT)
 
     # -- observation ---------------------------------------------------------------------------
 
@@ -499,7 +509,9 @@ class FakeLLMServer:
     async def _serve(
         self, request: web.Request, flavor: Flavor, deployment: str, body: dict[str, Any]
     ) -> web.StreamResponse:
-        script = self._script_for(deployment)
+        scripted = self._script_for(deployment)
+        # Not stored: a default script set later must still apply to this deployment.
+        script = scripted if scripted is not None else _Script(answer="A")
         started = time.monotonic()
         self.in_flight[deployment] += 1
         self.max_in_flight[deployment] = max(
@@ -521,7 +533,10 @@ class FakeLLMServer:
                     f"scripted error {error_status} for {deployment}",
                     retry_after=script.retry_after,
                 )
-            answer = script.next_answer()
+            if scripted is None and self._responder is not None:
+                answer = self._responder("\n".join(_prompt_texts(flavor, body)))
+            else:
+                answer = script.next_answer()
             latency_ms = int((time.monotonic() - started) * 1000)
             return await self._answer(request, flavor, deployment, body, answer, latency_ms)
         finally:
@@ -541,7 +556,7 @@ class FakeLLMServer:
     ) -> web.StreamResponse:
         completion_tokens = _word_count(answer)
         if flavor == "bedrock":
-            prompt_tokens = _bedrock_prompt_tokens(body)
+            prompt_tokens = _word_count(*_bedrock_prompt_texts(body))
             return _json(
                 {
                     "output": {"message": {"role": "assistant", "content": [{"text": answer}]}},
@@ -555,7 +570,7 @@ class FakeLLMServer:
                 },
                 headers={"x-amzn-RequestId": str(uuid.uuid4())},
             )
-        prompt_tokens = _openai_prompt_tokens(body)
+        prompt_tokens = _word_count(*_openai_prompt_texts(body))
         if flavor in ("ollama_chat", "ollama_generate"):
             return await self._ollama_answer(
                 request, flavor, deployment, body, answer, prompt_tokens, latency_ms

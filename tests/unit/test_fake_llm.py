@@ -500,3 +500,34 @@ async def test_standalone_main(http: aiohttp.ClientSession) -> None:
     finally:
         process.terminate()
         assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+async def test_responder_answers_unscripted_deployments_from_the_prompt(
+    http: aiohttp.ClientSession,
+) -> None:
+    prompts: list[str] = []
+
+    def responder(prompt: str) -> str:
+        prompts.append(prompt)
+        return "C" if "card" in prompt else "B"
+
+    async with FakeLLMServer(responder=responder) as fake:
+        fake.script("scripted", answer="A")
+        async with openai_client(fake) as client:
+            response = await client.chat.completions.create(
+                model="any",
+                messages=[
+                    {"role": "system", "content": "route it"},
+                    {"role": "user", "content": "I lost my card"},
+                ],
+            )
+            assert response.choices[0].message.content == "C"
+            assert await chat(client, "any", "hello") == "B"
+            assert await chat(client, "scripted", "my card") == "A"  # a script wins
+        body = {"model": "llama3", "prompt": "card?", "stream": False}
+        async with http.post(fake.url + "/api/generate", json=body) as answer:
+            assert (await answer.json())["response"] == "C"
+        fake.script(DEFAULT_SCRIPT, answer="A")
+        async with openai_client(fake) as client:
+            assert await chat(client, "any", "my card") == "A"
+    assert prompts == ["route it\nI lost my card", "hello", "card?"]
