@@ -12,14 +12,14 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
-from worker.kafka.topics import TopicNames
+from worker.config.endpoints import Topics
 from worker.runtime.coexistence_router import CoexistenceRouter
 from worker.runtime.worker import RoutingWorker, RuntimeSettings
 
 
-def unique_topics() -> TopicNames:
+def unique_topics() -> Topics:
     tag = uuid.uuid4().hex[:8]
-    return TopicNames(
+    return Topics(
         input=f"user-messages-{tag}",
         calm=f"calm-inbox-{tag}",
         nlu=f"nlu-inbox-{tag}",

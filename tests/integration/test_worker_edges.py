@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import astuple
 from typing import Any
 
 import pytest
@@ -22,7 +21,8 @@ from tests.kafka_support import (
     running_worker,
     user_message,
 )
-from worker.kafka.topics import TopicLayoutError, TopicNames, ensure_topics
+from worker.config.endpoints import Topics
+from worker.kafka.topics import TopicLayoutError, ensure_topics
 from worker.runtime.coexistence_router import CoexistenceRouter
 from worker.runtime.nlu_client import NluServer
 from worker.runtime.worker import RoutingWorker
@@ -180,7 +180,7 @@ async def test_unreachable_nlu_server_routes_nlu_sticky_with_reason(bootstrap: s
 
 async def test_partition_count_mismatch_refuses_to_start(bootstrap: str) -> None:
     tag = uuid.uuid4().hex[:8]
-    topics = TopicNames(
+    topics = Topics(
         input=f"in-{tag}", calm=f"c-{tag}", nlu=f"n-{tag}", sessions=f"s-{tag}", dlq=f"d-{tag}"
     )
     connection = {"bootstrap_servers": bootstrap}
@@ -204,7 +204,7 @@ async def test_missing_topics_are_created_with_a_compacted_changelog(bootstrap: 
     admin = AIOKafkaAdminClient(**settings.connection)
     await admin.start()
     try:
-        names = list(astuple(settings.topics))
+        names = list(settings.topics.model_dump().values())
         described = await admin.describe_topics(names)
         assert {t["topic"]: len(t["partitions"]) for t in described} == dict.fromkeys(names, 4)
         [response] = await admin.describe_configs(

@@ -5,26 +5,18 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+
+from worker.config.endpoints import Topics
 
 log = logging.getLogger(__name__)
 
 
 class TopicLayoutError(RuntimeError):
     """The topics exist in a shape the worker cannot run on; start-up is refused."""
-
-
-@dataclass(frozen=True, slots=True)
-class TopicNames:
-    input: str = "user-messages"
-    calm: str = "calm-inbox"
-    nlu: str = "nlu-inbox"
-    sessions: str = "routing-sessions"
-    dlq: str = "routing-dlq"
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
@@ -38,7 +30,7 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
 
 async def ensure_topics(
     connection: Mapping[str, Any],
-    topics: TopicNames,
+    topics: Topics,
     *,
     create: bool,
     partitions: int,

@@ -84,7 +84,7 @@ class RouterSettings(BaseModel):
     allowed_fails: int = Field(default=3, ge=0)
     timeout: float | None = Field(default=None, gt=0)
     lowest_latency_buffer: float = Field(default=0.0, ge=0)
-    redis_url: str | None = None
+    redis_url: SecretStr | None = None  # may carry a password: redis://:pw@host
     redis_host: str | None = None
     redis_port: int = 6379
     redis_password: SecretStr | None = None

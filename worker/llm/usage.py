@@ -262,7 +262,7 @@ def redis_client(settings: RouterSettings) -> Redis | None:
     if settings.redis_url:
         if password is not None:
             options["password"] = password
-        return Redis.from_url(settings.redis_url, **options)
+        return Redis.from_url(settings.redis_url.get_secret_value(), **options)
     if settings.redis_host:
         return Redis(
             host=settings.redis_host, port=settings.redis_port, password=password, **options
@@ -273,7 +273,7 @@ def redis_client(settings: RouterSettings) -> Redis | None:
 def redis_location(settings: RouterSettings) -> str:
     """host:port for messages; a URL's credentials are left out."""
     if settings.redis_url:
-        parts = urlsplit(settings.redis_url)
+        parts = urlsplit(settings.redis_url.get_secret_value())
         return f"{parts.hostname or '?'}:{parts.port or 6379}"
     return f"{settings.redis_host}:{settings.redis_port}"
 

@@ -34,7 +34,8 @@ from contracts.models import (
     encode_routed,
     encode_session,
 )
-from worker.kafka.topics import TopicLayoutError, TopicNames, ensure_topics
+from worker.config.endpoints import Topics
+from worker.kafka.topics import TopicLayoutError, ensure_topics
 from worker.routing.session import StickySession
 from worker.runtime.changelog import Sessions, restore_sessions
 from worker.runtime.coexistence_router import CoexistenceRouter
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RuntimeSettings:
     connection: Mapping[str, Any]  # aiokafka connection kwargs (bootstrap servers, security)
-    topics: TopicNames = field(default_factory=TopicNames)
+    topics: Topics = field(default_factory=Topics)
     group_id: str = "coexistence-router"
     create_topics: bool = True
     partitions: int = 6

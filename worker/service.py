@@ -1,0 +1,134 @@
+"""One worker process: configuration in, a running consumer-group member out.
+
+Signals: SIGTERM/SIGINT drain, commit and leave the group; SIGHUP re-reads endpoints.yml and swaps
+the model groups (an invalid file is refused and the running groups kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+
+from worker.config.app_config import AppConfig, load_app_config, reload_app_config
+from worker.config.errors import ConfigError
+from worker.llm.gateway import GatewayRegistry
+from worker.llm.model_group import ModelGroup
+from worker.routing.router_config import IntentBasedRouterConfig
+from worker.runtime.coexistence_router import CoexistenceRouter
+from worker.runtime.nlu_client import NluServer
+from worker.runtime.worker import RoutingWorker, RuntimeSettings
+
+log = logging.getLogger(__name__)
+
+
+def runtime_settings(app: AppConfig) -> RuntimeSettings:
+    kafka = app.endpoints.kafka
+    return RuntimeSettings(
+        connection=kafka.connection_kwargs(),
+        topics=kafka.topics,
+        group_id=kafka.group_id,
+        create_topics=kafka.create_topics,
+        partitions=kafka.partitions,
+        replication_factor=kafka.replication_factor,
+        max_in_flight=kafka.max_in_flight,
+        commit_interval=kafka.commit_interval,
+        session_ttl=kafka.session_ttl,
+        shutdown_timeout=kafka.shutdown_timeout,
+        rebalance_timeout=kafka.rebalance_timeout,
+        session_timeout=kafka.session_timeout,
+    )
+
+
+def router_groups(app: AppConfig) -> dict[str, ModelGroup]:
+    """The model groups the router calls: only the LLMBasedRouter's own group."""
+    return {app.llm_group.id: app.llm_group} if app.llm_group is not None else {}
+
+
+def build_router(app: AppConfig, gateways: GatewayRegistry | None) -> CoexistenceRouter:
+    nlu_endpoint = app.endpoints.nlu
+    nlu = None
+    if nlu_endpoint is not None and isinstance(app.router, IntentBasedRouterConfig):
+        nlu = NluServer(
+            nlu_endpoint.url,
+            token=nlu_endpoint.token.get_secret_value() if nlu_endpoint.token else None,
+            token_name=nlu_endpoint.token_name,
+            timeout=nlu_endpoint.timeout,
+            retries=nlu_endpoint.retries,
+        )
+    return CoexistenceRouter(
+        app.router,
+        app.triggers,
+        nlu=nlu,
+        gateways=gateways,
+        model_group=app.llm_group.id if app.llm_group is not None else None,
+    )
+
+
+class RouterService:
+    """The worker with its router, gateways and signal handling, for `run` and `demo`."""
+
+    def __init__(
+        self,
+        app: AppConfig,
+        environ: Mapping[str, str],
+        settings: RuntimeSettings | None = None,
+    ) -> None:
+        self.app = app
+        self._environ = environ
+        self.gateways = GatewayRegistry(router_groups(app)) if app.llm_group is not None else None
+        self.router = build_router(app, self.gateways)
+        self.worker = RoutingWorker(settings or runtime_settings(app), self.router)
+        self.stop = asyncio.Event()
+
+    def reload(self) -> bool:
+        """Re-read the configuration files; apply new model groups, or keep the running ones."""
+        try:
+            fresh = reload_app_config(self.app, self._environ)
+        except ConfigError as error:
+            log.error(
+                "reload refused, keeping the running configuration: %s",
+                " | ".join(error.problems),
+            )
+            return False
+        if fresh.endpoints.kafka != self.app.endpoints.kafka or fresh.router != self.app.router:
+            log.warning("kafka: and config.yml changes take effect only after a restart")
+        if self.gateways is not None:
+            try:
+                self.gateways.replace(router_groups(fresh))
+            except ValueError as error:
+                log.error("reload refused, keeping the running model groups: %s", error)
+                return False
+        self.app = fresh
+        log.info("reloaded %s", fresh.paths.endpoints)
+        return True
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        log.info("%s: draining in-flight messages, committing, leaving the group", sig.name)
+        self.stop.set()
+
+    async def run(self) -> None:
+        try:
+            await self.worker.run(self.stop)
+        finally:
+            await self.router.close()
+            if self.gateways is not None:
+                await self.gateways.close()
+
+
+async def serve(config: str, endpoints: str, flows: str | None, environ: Mapping[str, str]) -> None:
+    """`coexistence-router run`: raises ConfigError before touching Kafka when a file is bad."""
+    app = load_app_config(Path(config), Path(endpoints), Path(flows) if flows else None, environ)
+    service = RouterService(app, environ)
+    service.install_signal_handlers()
+    with contextlib.suppress(asyncio.CancelledError):
+        await service.run()
