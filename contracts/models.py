@@ -11,7 +11,15 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    field_validator,
+)
 
 
 class Route(StrEnum):
@@ -46,6 +54,12 @@ class Intent(BaseModel):
     name: str | None = None
     confidence: float = 0.0
 
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _null_confidence(cls, value: object) -> object:
+        # Some NLU servers send `"confidence": null` for payload intents; Rasa reads it as 0.
+        return 0.0 if value is None else value
+
 
 class ParseData(BaseModel):
     """Rasa's parse format, as produced by an upstream NLU or Rasa's `/model/parse`."""
@@ -65,7 +79,7 @@ class UserMessage(BaseModel):
     text: str
     input_channel: str | None = None
     timestamp: float | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] | None = Field(default_factory=dict)  # Rasa allows null
     parse_data: ParseData | None = None
 
 
@@ -154,6 +168,15 @@ def encode_session(record: SessionRecord) -> bytes:
     return orjson.dumps(record.model_dump(mode="json", exclude_none=True))
 
 
+DLQ_HEADERS = (
+    "x-error-type",
+    "x-error-message",
+    "x-source-topic",
+    "x-source-partition",
+    "x-source-offset",
+)
+
+
 class DeadLetter(BaseModel):
     """The headers of a `routing-dlq` record; its key and value are the original bytes."""
 
@@ -164,13 +187,14 @@ class DeadLetter(BaseModel):
     source_offset: int
 
     def to_headers(self) -> list[tuple[str, bytes]]:
-        return [
-            ("x-error-type", self.error_type.encode()),
-            ("x-error-message", self.error_message.encode()),
-            ("x-source-topic", self.source_topic.encode()),
-            ("x-source-partition", str(self.source_partition).encode()),
-            ("x-source-offset", str(self.source_offset).encode()),
-        ]
+        values = (
+            self.error_type,
+            self.error_message,
+            self.source_topic,
+            str(self.source_partition),
+            str(self.source_offset),
+        )
+        return [(name, value.encode()) for name, value in zip(DLQ_HEADERS, values, strict=True)]
 
     @classmethod
     def from_headers(

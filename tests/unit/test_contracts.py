@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from contracts import export, models
+from contracts.models import DeadLetter, UserMessage, decode_input
 
 CONTRACTS = Path(export.__file__).resolve().parent
 SCHEMA_FILES = {
@@ -356,3 +357,26 @@ def test_dead_letter_header_round_trip() -> None:
     mixed = (("traceparent", b"00-abc-def-01"), *headers)
     assert models.DeadLetter.from_headers(mixed) == letter
     assert is_valid("dead-letter-headers", {k: v.decode() for k, v in headers})
+
+
+def test_dead_letter_ignores_headers_of_other_systems() -> None:
+    letter = DeadLetter(
+        error_type="ValidationError",
+        error_message="text: Field required",
+        source_topic="user-messages",
+        source_partition=3,
+        source_offset=42,
+    )
+    headers = [("traceparent", b"\xff\xfe binary"), *letter.to_headers(), ("x-other", b"1")]
+    assert DeadLetter.from_headers(headers) == letter
+
+
+def test_null_metadata_and_null_confidence_are_accepted() -> None:
+    message = decode_input(
+        b'{"message_id":"m","sender_id":"s","text":"hi","metadata":null,'
+        b'"parse_data":{"intent":{"name":"greet","confidence":null}}}'
+    )
+    assert isinstance(message, UserMessage)
+    assert message.metadata is None
+    assert message.parse_data is not None and message.parse_data.intent is not None
+    assert message.parse_data.intent.confidence == 0.0
