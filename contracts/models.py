@@ -200,5 +200,10 @@ class DeadLetter(BaseModel):
     def from_headers(
         cls, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
     ) -> DeadLetter:
-        values = {name.removeprefix("x-").replace("-", "_"): raw.decode() for name, raw in headers}
+        """Read our headers back; headers other systems added (any bytes) are ignored."""
+        values = {
+            name.removeprefix("x-").replace("-", "_"): raw.decode("utf-8", "replace")
+            for name, raw in headers
+            if name in DLQ_HEADERS
+        }
         return cls.model_validate(values)
