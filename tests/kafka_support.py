@@ -19,13 +19,7 @@ from worker.runtime.worker import RoutingWorker, RuntimeSettings
 
 def unique_topics() -> Topics:
     tag = uuid.uuid4().hex[:8]
-    return Topics(
-        input=f"user-messages-{tag}",
-        calm=f"calm-inbox-{tag}",
-        nlu=f"nlu-inbox-{tag}",
-        sessions=f"routing-sessions-{tag}",
-        dlq=f"routing-dlq-{tag}",
-    )
+    return Topics().renamed(lambda name: f"{name}-{tag}")
 
 
 @dataclass

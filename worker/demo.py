@@ -93,16 +93,6 @@ def _payload(turn: Turn) -> dict[str, Any]:
     return body
 
 
-def _topics(prefix: str) -> Topics:
-    return Topics(
-        input=f"{prefix}user-messages",
-        calm=f"{prefix}calm-inbox",
-        nlu=f"{prefix}nlu-inbox",
-        sessions=f"{prefix}routing-sessions",
-        dlq=f"{prefix}routing-dlq",
-    )
-
-
 async def _publish(bootstrap: str, topic: str, turns: list[Turn]) -> list[str]:
     """Publish the conversation; returns the message ids of the user messages, in order."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
@@ -168,7 +158,7 @@ async def _run_one(
 ) -> list[dict[str, Any]]:
     paths = bundled_example(router)
     app = load_app_config(paths.config, paths.endpoints, paths.flows, environ)
-    topics = _topics(f"demo-{router}-")
+    topics = Topics().renamed(lambda name: f"demo-{router}-{name}")
     settings = dataclasses.replace(
         runtime_settings(app),
         topics=topics,

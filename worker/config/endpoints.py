@@ -30,14 +30,21 @@ of model groups.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from aiokafka.helpers import create_ssl_context
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic import model_validator as model_check
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from worker.config.env import (
     ROUTER_EXPANDABLE_KEYS,
@@ -89,12 +96,16 @@ class Topics(BaseModel):
             raise ValueError("a Kafka topic name is 1-249 of letters, digits, '.', '_', '-'")
         return name
 
-    @model_check(mode="after")
+    @model_validator(mode="after")
     def _distinct(self) -> Topics:
         names = list(self.model_dump().values())
         if len(set(names)) != len(names):
             raise ValueError("the five topics must have five different names")
         return self
+
+    def renamed(self, rename: Callable[[str], str]) -> Topics:
+        """The same five topics under other names (a demo's or a test's own set)."""
+        return Topics(**{role: rename(name) for role, name in self.model_dump().items()})
 
 
 class KafkaSettings(BaseModel):
@@ -141,7 +152,7 @@ class KafkaSettings(BaseModel):
             return servers
         return value
 
-    @model_check(mode="after")
+    @model_validator(mode="after")
     def _credentials(self) -> KafkaSettings:
         if self.security_protocol.startswith("SASL_"):
             if not self.sasl_username:
