@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import zlib
 from typing import Any
 
 import pytest
@@ -214,3 +215,34 @@ async def test_missing_topics_are_created_with_a_compacted_changelog(bootstrap: 
         assert ("cleanup.policy", "compact") in [(e[0], e[1]) for e in entries]
     finally:
         await admin.close()
+
+
+async def test_sessions_follow_the_connectors_partitioner(bootstrap: str) -> None:
+    """librdkafka hashes keys with CRC32, not murmur2: sessions must live where messages land."""
+    settings = make_settings(bootstrap, partitions=4)
+    senders = [f"crc-{i}" for i in range(8)]
+
+    def crc32_partitioned(sender: str, text: str, intent: str) -> Outgoing:
+        record = user_message(sender, text, intent)
+        record.partition = zlib.crc32(sender.encode()) % 4
+        return record
+
+    async with running_worker(settings, make_router()):
+        await produce(
+            bootstrap,
+            settings.topics.input,
+            [crc32_partitioned(s, "send money", "transfer_money") for s in senders],
+        )
+        async with TopicReader(bootstrap, settings.topics.calm) as reader:
+            await reader.wait_for(len(senders))
+    async with running_worker(settings, make_router()):
+        await produce(
+            bootstrap,
+            settings.topics.input,
+            [crc32_partitioned(s, "a human please", "handoff") for s in senders],
+        )
+        async with TopicReader(bootstrap, settings.topics.calm) as reader:
+            records = await reader.wait_for(2 * len(senders))
+    later = [routed(r) for r in records if routed(r)["message"]["text"] == "a human please"]
+    assert sorted(r["message"]["sender_id"] for r in later) == sorted(senders)
+    assert {r["routing"]["reason"] for r in later} == {"sticky_session"}
