@@ -32,6 +32,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
+import orjson
+from aiohttp.helpers import (
+    BasicAuth,
+    basicauth_from_netrc,
+    get_env_proxy_for_url,
+    netrc_from_env,
+)
 from yarl import URL
 
 from worker.llm.errors import (
@@ -149,6 +156,17 @@ class ModelGroupGateway:
         self._strategy = strategy_for(self.settings)
         self._counts_usage = self.settings.routing_strategy == "usage-based-routing"
         self._tracks_in_flight = self.settings.routing_strategy == "least-busy"
+        self._uses_latency = self.settings.routing_strategy == "latency-based-routing"
+        # Per deployment, built once: the parsed URL and the attempt timeout.
+        self._urls = {key: URL(e.url, encoded=True) for key, e in self._endpoints.items()}
+        self._timeouts = {
+            key: aiohttp.ClientTimeout(total=self._timeout(e.deployment))
+            for key, e in self._endpoints.items()
+        }
+        # Per deployment, read when the HTTP session opens: the proxy HTTP(S)_PROXY / NO_PROXY
+        # give, and basic-auth credentials for its host from ~/.netrc (both as trust_env does).
+        self._proxies: dict[str, tuple[URL | None, BasicAuth | None]] = {}
+        self._netrc: dict[str, BasicAuth] = {}
         secrets = [s for d in group.models for s in deployment_secrets(d)]
         if self.settings.redis_password is not None:
             secrets.append(self.settings.redis_password.get_secret_value())
@@ -198,10 +216,15 @@ class ModelGroupGateway:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            # trust_env: HTTP(S)_PROXY / NO_PROXY apply, as in the openai SDK.
+            # HTTP(S)_PROXY / NO_PROXY apply, as in the openai SDK, which also reads them once,
+            # when its client is built. (aiohttp's `trust_env=True` would look them up, and read
+            # ~/.netrc, in a worker thread on every request: two thread hops per call, and GIL
+            # hand-offs that cost more than the request itself.)
+            self._proxies = {key: _env_proxy(url) for key, url in self._urls.items()}
+            self._netrc = _netrc_auths(self._urls)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                trust_env=True,
+                trust_env=False,
             )
         return self._session
 
@@ -255,10 +278,12 @@ class ModelGroupGateway:
                 rounds += 1
                 tried.clear()
                 continue
-            usage = {
-                key: replace(value, latency=self._latency.recent(key))
-                for key, value in snapshot.usage.items()
-            }
+            usage: Mapping[str, Any] = snapshot.usage
+            if self._uses_latency:
+                usage = {
+                    key: replace(value, latency=self._latency.recent(key))
+                    for key, value in snapshot.usage.items()
+                }
             choice = await self._choose(fresh, usage)
             if choice is None:
                 raise failure(RateLimitsReached, "every deployment is at its rpm/tpm limit")
@@ -319,20 +344,31 @@ class ModelGroupGateway:
         return deployment.timeout or self.settings.timeout or DEFAULT_TIMEOUT
 
     async def _attempt(self, candidate: Candidate, prompt: str) -> ProviderAnswer:
-        endpoint = self._endpoints[candidate.key]
-        timeout = self._timeout(candidate.deployment)
+        key = candidate.key
+        endpoint = self._endpoints[key]
+        client_timeout = self._timeouts[key]
+        timeout = client_timeout.total
+        assert timeout is not None
         request = endpoint.request(prompt)
-        call_id = uuid.uuid4().hex
+        call_id = ""
         if self._tracks_in_flight:
-            await self.store.enter(candidate.key, call_id, timeout + IN_FLIGHT_GRACE)
+            call_id = uuid.uuid4().hex
+            await self.store.enter(key, call_id, timeout + IN_FLIGHT_GRACE)
+        http = self._http()
+        proxy, proxy_auth = self._proxies.get(key, (None, None))
+        request_headers = dict(request.headers)
+        auth = self._netrc.get(key) if "Authorization" not in request_headers else None
         sent = time.monotonic()
         try:
-            async with self._http().post(
-                URL(request.url, encoded=True),
+            async with http.post(
+                self._urls[key],
                 data=request.body,
-                headers=dict(request.headers),
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                headers=request_headers,
+                auth=auth,
+                timeout=client_timeout,
                 allow_redirects=False,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
             ) as response:
                 raw = await response.read()
                 status = response.status
@@ -356,7 +392,7 @@ class ModelGroupGateway:
         if status >= 400 or status < 200:
             raise self._status_error(status, raw, headers)
         try:
-            answer = endpoint.answer(json.loads(raw))
+            answer = endpoint.answer(_parse_json(raw))
         except ValueError as exc:
             raise AttemptError(
                 self._redact(f"HTTP {status}: {exc}"), status=status, retryable=True, counts=True
@@ -364,12 +400,13 @@ class ModelGroupGateway:
         self._latency.record(candidate.key, elapsed)
         if self._counts_usage and answer.usage.total_tokens:
             await self.store.add_tokens(candidate.key, answer.usage.total_tokens)
-        log.debug(
-            "model group %r: deployment %r answered in %d ms",
-            self.group_id,
-            candidate.name,
-            round(elapsed * 1000),
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "model group %r: deployment %r answered in %d ms",
+                self.group_id,
+                candidate.name,
+                round(elapsed * 1000),
+            )
         return answer
 
     def _status_error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> AttemptError:
@@ -433,6 +470,41 @@ class ModelGroupGateway:
         self._retired = True
         await self._idle.wait()
         await self._release()
+
+
+def _parse_json(raw: bytes) -> Any:
+    """json.loads, through orjson where it can (the same values for any JSON orjson accepts;
+    the rest, such as NaN or integers beyond 64 bits, goes to json.loads as before)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+def _env_proxy(url: URL) -> tuple[URL | None, BasicAuth | None]:
+    """The proxy (and its ~/.netrc credentials) HTTP(S)_PROXY / NO_PROXY give for `url`."""
+    try:
+        return get_env_proxy_for_url(url)
+    except LookupError:
+        return None, None
+
+
+def _netrc_auths(urls: Mapping[str, URL]) -> dict[str, BasicAuth]:
+    """~/.netrc (or $NETRC) credentials of each deployment's host, where it has an entry."""
+    found: dict[str, BasicAuth] = {}
+    if not any(url.host for url in urls.values()):
+        return found
+    netrc = netrc_from_env()
+    if netrc is None:
+        return found
+    for key, url in urls.items():
+        if url.host is None:
+            continue
+        try:
+            found[key] = basicauth_from_netrc(netrc, url.host)
+        except LookupError:
+            continue
+    return found
 
 
 GatewayFactory = Callable[[ModelGroup, GroupState], ModelGroupGateway]

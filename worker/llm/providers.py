@@ -75,6 +75,11 @@ _OLLAMA_OPTIONS = {
 }
 
 
+# One encoder for every request body: json.dumps with non-default arguments builds a new encoder
+# on every call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 class WireFormat(Enum):
     OPENAI_CHAT = "openai-chat"
     OPENAI_TEXT = "openai-text"
@@ -250,7 +255,7 @@ class Endpoint:
         return body
 
     def request(self, prompt: str) -> HttpRequest:
-        data = json.dumps(self.body(prompt), separators=(",", ":")).encode()
+        data = _COMPACT_JSON.encode(self.body(prompt)).encode()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.format is WireFormat.BEDROCK_CONVERSE:
             assert self._credentials is not None and self._region is not None
