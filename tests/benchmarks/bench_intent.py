@@ -1,0 +1,400 @@
+"""IntentBasedRouter benchmarks: throughput against a raw aiokafka passthrough, and latency.
+
+    python -m tests.benchmarks.bench_intent throughput --bootstrap HOST:PORT --messages N
+    python -m tests.benchmarks.bench_intent latency --bootstrap HOST:PORT --rate R --seconds S
+    python -m tests.benchmarks.bench_intent serve --bootstrap HOST:PORT --topics JSON  (internal)
+
+Throughput: the same pre-produced input records are read by (a) a raw aiokafka consume-produce
+passthrough and (b) the RoutingWorker, each as a new consumer group, alternately. A run is timed
+from partition assignment to the moment the group's committed offsets cover every input record
+(polled every 20 ms through the admin API, the same way for both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import statistics
+import subprocess
+import sys
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+
+from tests.benchmarks.common import (
+    INTENT_ROUTER,
+    ROOT,
+    CommitWatch,
+    child_env,
+    emit,
+    intent_messages,
+    percentile,
+    produce_all,
+    python_module_command,
+    rusage_cpu,
+    start_profiler,
+    stop_profiler,
+    tag,
+    timed_worker_run,
+)
+
+COMMIT_INTERVAL = 0.2
+SESSION_TIMEOUT = 1.0
+
+
+def make_topics(prefix: str) -> Any:
+    from worker.config.endpoints import Topics
+
+    run = tag()
+    return Topics(
+        input=f"{prefix}-in-{run}",
+        calm=f"{prefix}-calm-{run}",
+        nlu=f"{prefix}-nlu-{run}",
+        sessions=f"{prefix}-sessions-{run}",
+        dlq=f"{prefix}-dlq-{run}",
+    )
+
+
+def make_router() -> Any:
+    from worker.routing.flows import FlowTriggers, NluTrigger
+    from worker.routing.router_config import IntentBasedRouterConfig
+    from worker.runtime.coexistence_router import CoexistenceRouter
+
+    config = IntentBasedRouterConfig.model_validate(INTENT_ROUTER)
+    triggers = FlowTriggers([NluTrigger("block_card", "block_card")])
+    return CoexistenceRouter(config, triggers)
+
+
+def make_settings(bootstrap: str, topics: Any, partitions: int, **extra: Any) -> Any:
+    from worker.runtime.worker import RuntimeSettings
+
+    values: dict[str, Any] = {
+        "connection": {"bootstrap_servers": bootstrap},
+        "topics": topics,
+        "group_id": f"bench-intent-{tag()}",
+        "partitions": partitions,
+        "commit_interval": COMMIT_INTERVAL,
+        "session_timeout": SESSION_TIMEOUT,
+    }
+    values.update(extra)
+    return RuntimeSettings(**values)
+
+
+# ---- the baseline: a raw aiokafka passthrough -------------------------------------------------
+
+
+async def passthrough(
+    bootstrap: str, source: str, target: str, ends: dict[int, int], profile: str | None
+) -> tuple[float, float, float]:
+    """Consume `source`, produce every record unchanged to `target`, commit what is acknowledged
+    (every COMMIT_INTERVAL, like the worker). Same client settings as the worker's."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.abc import ConsumerRebalanceListener
+
+    assigned = asyncio.Event()
+
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            return None
+
+        async def on_partitions_assigned(self, new: Any) -> None:
+            assigned.set()
+
+    group = f"bench-passthrough-{tag()}"
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=256,
+        session_timeout_ms=int(SESSION_TIMEOUT * 1000),
+        heartbeat_interval_ms=max(100, int(SESSION_TIMEOUT * 1000 / 3)),
+    )
+    await producer.start()
+    await consumer.start()
+    consumer.subscribe([source], listener=Listener())
+    pending: deque[tuple[int, int, asyncio.Future[Any]]] = deque()
+    stop = asyncio.Event()
+
+    async def commit_loop() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), COMMIT_INTERVAL)
+            offsets: dict[Any, int] = {}
+            while pending and pending[0][2].done():
+                partition, offset, fut = pending.popleft()
+                fut.result()
+                offsets[TopicPartition(source, partition)] = offset + 1
+            if offsets:
+                await consumer.commit(offsets)
+
+    async def pump() -> None:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200, max_records=256)
+            for tp, records in batch.items():
+                for record in records:
+                    fut = await producer.send(target, record.value, key=record.key)
+                    pending.append((tp.partition, record.offset, fut))
+
+    pump_task = asyncio.create_task(pump())
+    await asyncio.wait_for(assigned.wait(), 60)
+    t0, cpu0 = time.perf_counter(), rusage_cpu()
+    profiler = start_profiler(profile)
+    committer = asyncio.create_task(commit_loop())
+    try:
+        t1 = await CommitWatch(bootstrap, group, source, ends).wait(600)
+        cpu1 = rusage_cpu()
+    finally:
+        stop_profiler(profiler, profile)
+        stop.set()
+        await asyncio.gather(pump_task, committer, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+    return t0, t1, cpu1 - cpu0
+
+
+async def run_throughput(
+    bootstrap: str, messages: int, partitions: int, rounds: int, profile: str | None
+) -> dict[str, Any]:
+    from worker.kafka.topics import ensure_topics
+
+    topics = make_topics("intent")
+    connection = {"bootstrap_servers": bootstrap}
+    await ensure_topics(
+        connection, topics, create=True, partitions=partitions, replication_factor=1
+    )
+    ends = await produce_all(bootstrap, topics.input, intent_messages(messages))
+    assert sum(ends.values()) == messages, ends
+    passthrough_rates: list[float] = []
+    worker_rates: list[float] = []
+    passthrough_cpu: list[float] = []
+    worker_cpu: list[float] = []
+    for round_ in range(rounds):
+        target = f"{topics.input}-copy-{round_}"
+        t0, t1, cpu = await passthrough(bootstrap, topics.input, target, ends, None)
+        passthrough_rates.append(messages / (t1 - t0))
+        passthrough_cpu.append(cpu * 1e6 / messages)
+        # Every round: its own output, changelog and DLQ topics (the changelog starts empty).
+        run_topics = topics.model_copy(
+            update={
+                "calm": f"{topics.calm}-{round_}",
+                "nlu": f"{topics.nlu}-{round_}",
+                "sessions": f"{topics.sessions}-{round_}",
+                "dlq": f"{topics.dlq}-{round_}",
+            }
+        )
+        settings = make_settings(bootstrap, run_topics, partitions)
+        last = round_ == rounds - 1
+        t0, t1, cpu = await timed_worker_run(
+            settings, make_router(), ends, timeout=600, profile=profile if last else None
+        )
+        worker_rates.append(messages / (t1 - t0))
+        worker_cpu.append(cpu * 1e6 / messages)
+    worker = statistics.median(worker_rates)
+    base = statistics.median(passthrough_rates)
+    return {
+        "messages": messages,
+        "partitions": partitions,
+        "rounds": rounds,
+        "passthrough_messages_per_s": round(base, 1),
+        "worker_messages_per_s": round(worker, 1),
+        "intent_throughput_ratio": round(worker / base, 3),
+        "passthrough_cpu_us_per_message": round(statistics.median(passthrough_cpu), 1),
+        "worker_cpu_us_per_message": round(statistics.median(worker_cpu), 1),
+        "passthrough_rates": [round(r, 1) for r in passthrough_rates],
+        "worker_rates": [round(r, 1) for r in worker_rates],
+    }
+
+
+# ---- latency at a fixed rate ------------------------------------------------------------------
+
+
+async def serve(bootstrap: str, topics_json: str, partitions: int) -> None:
+    """A worker in this process until stdin closes; prints `ready` once it has its partitions."""
+    from worker.config.endpoints import Topics
+    from worker.runtime.worker import RoutingWorker
+
+    topics = Topics.model_validate_json(topics_json)
+    worker = RoutingWorker(make_settings(bootstrap, topics, partitions), make_router())
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    await worker.ready.wait()
+    print("ready", flush=True)
+    while await reader.read(4096):
+        pass
+    stop.set()
+    await asyncio.wait_for(task, 60)
+
+
+async def run_latency(
+    bootstrap: str, rate: float, seconds: float, warmup: float, partitions: int
+) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from worker.kafka.topics import ensure_topics
+
+    topics = make_topics("latency")
+    await ensure_topics(
+        {"bootstrap_servers": bootstrap},
+        topics,
+        create=True,
+        partitions=partitions,
+        replication_factor=1,
+    )
+    server = subprocess.Popen(
+        python_module_command(
+            "bench_intent",
+            "serve",
+            "--bootstrap",
+            bootstrap,
+            "--topics",
+            topics.model_dump_json(),
+            "--partitions",
+            str(partitions),
+        ),
+        cwd=ROOT,
+        env=child_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None and server.stdin is not None
+    try:
+        line = await asyncio.to_thread(server.stdout.readline)
+        if line.strip() != "ready":
+            raise RuntimeError(f"the worker process did not start: {line!r}")
+        # A connector: acks=all, no linger. The reader polls with a short max wait, so it
+        # measures the worker, not its own long-poll.
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=0
+        )
+        reader = AIOKafkaConsumer(
+            topics.calm,
+            topics.nlu,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=5,
+        )
+        await producer.start()
+        await reader.start()
+        total = int(rate * (seconds + warmup))
+        latencies: list[tuple[float, float]] = []  # (sent at, latency)
+        received = 0
+        started = time.time()
+        done_producing = asyncio.Event()
+
+        async def read() -> None:
+            nonlocal received
+            deadline = time.monotonic() + seconds + warmup + 60
+            while received < total and time.monotonic() < deadline:
+                batch = await reader.getmany(timeout_ms=100)
+                now = time.time()
+                for records in batch.values():
+                    for record in records:
+                        sent = orjson.loads(record.value)["message"]["timestamp"]
+                        latencies.append((sent, now - sent))
+                        received += 1
+
+        async def write() -> None:
+            source = intent_messages(total, seed=23)
+            sent = 0
+            tick = 0.005
+            while sent < total:
+                due = min(total, int((time.time() - started) * rate) + 1)
+                while sent < due:
+                    key, value = next(source)
+                    # The message's own `timestamp` is the send time (the generator is lazy,
+                    # but stamp it here, right before the send).
+                    body = orjson.loads(value)
+                    body["timestamp"] = time.time()
+                    await producer.send(topics.input, orjson.dumps(body), key=key)
+                    sent += 1
+                await asyncio.sleep(tick)
+            await producer.flush()
+            done_producing.set()
+
+        cpu0 = rusage_cpu()
+        await asyncio.gather(read(), write())
+        cpu = rusage_cpu() - cpu0
+        await producer.stop()
+        await reader.stop()
+    finally:
+        with contextlib.suppress(OSError):
+            server.stdin.close()
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    measured = [lat for sent, lat in latencies if sent >= started + warmup]
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "received": received,
+        "expected": total,
+        "measured": len(measured),
+        "latency_p50_ms": round(percentile(measured, 50) * 1000, 2),
+        "latency_p90_ms": round(percentile(measured, 90) * 1000, 2),
+        "latency_p99_ms": round(percentile(measured, 99) * 1000, 2),
+        "latency_max_ms": round(max(measured) * 1000, 2) if measured else None,
+        "harness_cpu_s": round(cpu, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    throughput = sub.add_parser("throughput")
+    throughput.add_argument("--bootstrap", required=True)
+    throughput.add_argument("--messages", type=int, default=50000)
+    throughput.add_argument("--partitions", type=int, default=6)
+    throughput.add_argument("--rounds", type=int, default=1)
+    throughput.add_argument("--profile")
+    latency = sub.add_parser("latency")
+    latency.add_argument("--bootstrap", required=True)
+    latency.add_argument("--rate", type=float, required=True)
+    latency.add_argument("--seconds", type=float, default=20.0)
+    latency.add_argument("--warmup", type=float, default=3.0)
+    latency.add_argument("--partitions", type=int, default=6)
+    serve_ = sub.add_parser("serve")
+    serve_.add_argument("--bootstrap", required=True)
+    serve_.add_argument("--topics", required=True)
+    serve_.add_argument("--partitions", type=int, default=6)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.command == "throughput":
+        emit(
+            asyncio.run(
+                run_throughput(
+                    args.bootstrap, args.messages, args.partitions, args.rounds, args.profile
+                )
+            )
+        )
+    elif args.command == "latency":
+        emit(
+            asyncio.run(
+                run_latency(args.bootstrap, args.rate, args.seconds, args.warmup, args.partitions)
+            )
+        )
+    else:
+        asyncio.run(serve(args.bootstrap, args.topics, args.partitions))
+
+
+if __name__ == "__main__":
+    main()
