@@ -78,6 +78,8 @@ _OLLAMA_OPTIONS = {
 # One encoder for every request body: json.dumps with non-default arguments builds a new encoder
 # on every call.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+# Stands in for the prompt while the rest of a request body is encoded once.
+_PROMPT_MARKER = "\x00coexistence-router:prompt\x00"
 
 
 class WireFormat(Enum):
@@ -153,6 +155,7 @@ class Endpoint:
         self._api_key = deployment.api_key.get_secret_value() if deployment.api_key else None
         self._credentials: Credentials | None = None
         self._region: str | None = None
+        self._body_parts: tuple[bytes, bytes] | tuple[()] | None = None
         provider = deployment.provider
         chat = deployment.use_chat_completions_endpoint
 
@@ -254,8 +257,27 @@ class Endpoint:
             }
         return body
 
+    def encoded_body(self, prompt: str) -> bytes:
+        """`body(prompt)` as compact JSON. The body around the prompt never changes, so it is
+        encoded once, around a marker, and each call only encodes the prompt: the same bytes."""
+        parts = self._body_parts
+        if parts is None:
+            parts = self._body_parts = self._split_body()
+        if parts:
+            prefix, suffix = parts
+            return prefix + _COMPACT_JSON.encode(prompt).encode() + suffix
+        return _COMPACT_JSON.encode(self.body(prompt)).encode()
+
+    def _split_body(self) -> tuple[bytes, bytes] | tuple[()]:
+        encoded = _COMPACT_JSON.encode(self.body(_PROMPT_MARKER))
+        marker = _COMPACT_JSON.encode(_PROMPT_MARKER)
+        if encoded.count(marker) != 1:
+            return ()  # the marker is also elsewhere (a deployment key?): encode every time
+        prefix, suffix = encoded.split(marker)
+        return prefix.encode(), suffix.encode()
+
     def request(self, prompt: str) -> HttpRequest:
-        data = _COMPACT_JSON.encode(self.body(prompt)).encode()
+        data = self.encoded_body(prompt)
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.format is WireFormat.BEDROCK_CONVERSE:
             assert self._credentials is not None and self._region is not None

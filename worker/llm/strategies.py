@@ -80,12 +80,30 @@ def shuffle_weights(candidates: Sequence[Candidate]) -> list[float]:
     return [1.0] * len(candidates)
 
 
+# (candidates, their weights) by the candidates' identities. The entry holds the candidates
+# themselves, so an id in a key cannot be reused while the entry exists. Candidates are
+# immutable; a gateway passes the same few lists (all, or all minus the tried ones) every call.
+_WEIGHTS: dict[tuple[int, ...], tuple[tuple[Candidate, ...], list[float]]] = {}
+_WEIGHTS_MAX = 256
+
+
+def _cached_weights(candidates: Sequence[Candidate]) -> tuple[tuple[Candidate, ...], list[float]]:
+    key = tuple(map(id, candidates))
+    hit = _WEIGHTS.get(key)
+    if hit is None:
+        if len(_WEIGHTS) >= _WEIGHTS_MAX:
+            _WEIGHTS.clear()
+        hit = _WEIGHTS[key] = (tuple(candidates), shuffle_weights(candidates))
+    return hit
+
+
 def simple_shuffle(
     candidates: Sequence[Candidate], usage: UsageSnapshot, rng: random.Random
 ) -> Candidate | None:
     if not candidates:
         return None
-    return rng.choices(list(candidates), weights=shuffle_weights(candidates), k=1)[0]
+    population, weights = _cached_weights(candidates)
+    return rng.choices(population, weights=weights, k=1)[0]
 
 
 def least_busy(

@@ -83,6 +83,10 @@ def current_minute(now: float | None = None) -> int:
     return int((time.time() if now is None else now) // 60)
 
 
+_IDLE = DeploymentUsage()
+_NONE: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True)
 class Snapshot:
     usage: dict[str, DeploymentUsage]
@@ -162,15 +166,21 @@ class LocalUsage(UsageStore):
     async def snapshot(self, keys: Sequence[str]) -> Snapshot:
         self._roll_minute()
         now = self._clock()
-        usage = {
-            key: DeploymentUsage(
-                in_flight=self._in_flight_count(key, now),
-                rpm=self._requests[key],
-                tpm=self._tokens[key],
-            )
-            for key in keys
-        }
-        cooling = frozenset(k for k in keys if self._cooldown_until.get(k, 0.0) > now)
+        usage: dict[str, DeploymentUsage] = {}
+        for key in keys:
+            in_flight = self._in_flight_count(key, now) if self._in_flight else 0
+            # Counters are only kept by the strategies that need them; idle is the common case.
+            rpm = self._requests.get(key, 0)
+            tpm = self._tokens.get(key, 0)
+            if in_flight or rpm or tpm:
+                usage[key] = DeploymentUsage(in_flight=in_flight, rpm=rpm, tpm=tpm)
+            else:
+                usage[key] = _IDLE
+        cooling = (
+            frozenset(k for k in keys if self._cooldown_until.get(k, 0.0) > now)
+            if self._cooldown_until
+            else _NONE
+        )
         return Snapshot(usage, cooling)
 
     async def cool_down(self, key: str, seconds: float) -> None:
