@@ -24,6 +24,7 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from worker.llm.model_group import Deployment, RouterSettings
 
@@ -80,9 +81,9 @@ def shuffle_weights(candidates: Sequence[Candidate]) -> list[float]:
     return [1.0] * len(candidates)
 
 
-# (candidates, their weights) by the candidates' identities. The entry holds the candidates
-# themselves, so an id in a key cannot be reused while the entry exists. Candidates are
-# immutable; a gateway passes the same few lists (all, or all minus the tried ones) every call.
+# (candidates, their cumulative weights) by the candidates' identities. The entry holds the
+# candidates themselves, so an id in a key cannot be reused while the entry exists. Candidates
+# are immutable; a gateway passes the same few lists (all, or all minus the tried ones).
 _WEIGHTS: dict[tuple[int, ...], tuple[tuple[Candidate, ...], list[float]]] = {}
 _WEIGHTS_MAX = 256
 
@@ -93,7 +94,8 @@ def _cached_weights(candidates: Sequence[Candidate]) -> tuple[tuple[Candidate, .
     if hit is None:
         if len(_WEIGHTS) >= _WEIGHTS_MAX:
             _WEIGHTS.clear()
-        hit = _WEIGHTS[key] = (tuple(candidates), shuffle_weights(candidates))
+        # Cumulative, as random.choices would accumulate them on every call: the same picks.
+        hit = _WEIGHTS[key] = (tuple(candidates), list(accumulate(shuffle_weights(candidates))))
     return hit
 
 
@@ -102,8 +104,8 @@ def simple_shuffle(
 ) -> Candidate | None:
     if not candidates:
         return None
-    population, weights = _cached_weights(candidates)
-    return rng.choices(population, weights=weights, k=1)[0]
+    population, cumulative = _cached_weights(candidates)
+    return rng.choices(population, cum_weights=cumulative, k=1)[0]
 
 
 def least_busy(
