@@ -1,30 +1,98 @@
-"""The `routing-sessions` changelog: restoring a partition's sessions, and writing changes."""
+"""The `routing-sessions` changelog: what a record says, and restoring a partition from it.
+
+Changelog partition p holds the sessions of input partition p, whatever partitioner the
+connectors used. Each record the worker writes for an input message carries the header
+`x-input-offset` (that message's offset), so a restore can tell which records describe messages
+that will be redelivered (see `worker.runtime.replay`). Idle-expiry tombstones carry no header:
+they belong to no message.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from contracts.models import SessionRecord, session_record_adapter
 from worker.routing.session import StickySession
+from worker.runtime.replay import ChangelogEvent, Replay, SenderHistory
 
 log = logging.getLogger(__name__)
 
 Sessions = dict[str, StickySession]
 
+INPUT_OFFSET_HEADER = "x-input-offset"
 
-def session_from_record(record: SessionRecord, keep_decision: bool) -> StickySession:
-    return StickySession(
-        record.route,
-        record.since_offset,
-        record.seen_at,
-        record.message_id,
-        record.routing if keep_decision else None,
-    )
+
+def input_offset_headers(offset: int | None) -> list[tuple[str, bytes]]:
+    return [] if offset is None else [(INPUT_OFFSET_HEADER, str(offset).encode())]
+
+
+def _input_offset(headers: Sequence[tuple[str, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == INPUT_OFFSET_HEADER:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def session_from_record(record: SessionRecord) -> StickySession:
+    return StickySession(record.route, record.since_offset, record.seen_at, record.message_id)
+
+
+@dataclass(slots=True)
+class RestoredPartition:
+    sessions: Sessions = field(default_factory=dict)
+    # Senders with changelog records for input offsets at or past the committed offset.
+    replay: Replay = field(default_factory=dict)
+
+    def apply(self, topic: str, record: ConsumerRecord[bytes, bytes], committed: int) -> None:
+        if record.key is None:
+            return
+        key = record.key.decode("utf-8", "replace")
+        written_for = _input_offset(record.headers)
+        session: StickySession | None = None
+        opened = None
+        message_id = None
+        if record.value is not None:
+            try:
+                value = session_record_adapter.validate_json(record.value)
+            except ValidationError as exc:
+                log.warning(
+                    "skipping unreadable session record %s[%d]@%d: %d errors",
+                    topic,
+                    record.partition,
+                    record.offset,
+                    exc.error_count(),
+                )
+                return
+            session = session_from_record(value)
+            message_id = value.message_id
+            if written_for is None and value.routing is not None:
+                written_for = value.since_offset  # written before the header existed: an opener
+            if value.routing is not None and value.since_offset == written_for:
+                opened = value.routing
+        history = self.replay.get(key)
+        if written_for is not None and written_for >= committed:
+            if history is None:
+                history = self.replay[key] = SenderHistory(self.sessions.get(key))
+            # Per sender, records follow input order; max() only guards against odd writers.
+            at = max(written_for, history.last_offset)
+            history.add(ChangelogEvent(at, session, opened, message_id))
+        elif history is not None:
+            # An idle expiry (or a record of unknown origin) after the sender's last message.
+            history.add(ChangelogEvent(history.last_offset, session))
+        if session is None:
+            self.sessions.pop(key, None)
+        else:
+            self.sessions[key] = session
 
 
 async def restore_sessions(
@@ -33,65 +101,55 @@ async def restore_sessions(
     partitions: Iterable[int],
     committed: dict[int, int],
     fetch_timeout_ms: int = 500,
-) -> dict[int, Sessions]:
+    metadata_timeout: float = 30.0,
+) -> dict[int, RestoredPartition]:
     """Read changelog partitions up to their end offsets as of now, by manual assignment.
 
-    `committed` maps each input partition to its committed offset: a session opened at or after
-    it may see its opening message redelivered, so its decision is kept to be replayed as-is.
+    `committed` maps each input partition to its committed offset: records written for offsets
+    at or after it describe messages that will be redelivered, and are kept for replay.
+    Raises TimeoutError when the end offsets cannot be listed within `metadata_timeout`
+    (aiokafka waits forever for a partition that does not exist).
     """
     tps = [TopicPartition(topic, p) for p in partitions]
-    restored: dict[int, Sessions] = {tp.partition: {} for tp in tps}
+    restored = {tp.partition: RestoredPartition() for tp in tps}
     if not tps:
         return restored
-    consumer.assign(tps)
-    listed = await consumer.end_offsets(tps)
-    remaining = {tp for tp in tps if listed[tp] > 0}
-    # The end offset is captured once, at assignment: ListOffsets, raised to the high watermark
-    # of the first fetch (Tansu's ListOffsets answers a batch's base offset + 1 instead).
-    end: dict[TopicPartition, int] = {}
-    if remaining:
-        await consumer.seek_to_beginning(*remaining)
     started = time.monotonic()
     count = 0
-    while remaining:
-        batch = await consumer.getmany(*remaining, timeout_ms=fetch_timeout_ms)
-        for tp in remaining:
-            highwater = consumer.highwater(tp)
-            if tp not in end and highwater is not None:
-                end[tp] = max(listed[tp], highwater)
-        for tp, records in batch.items():
-            sessions = restored[tp.partition]
-            floor = committed.get(tp.partition, 0)
-            limit = end.get(tp, listed[tp])
-            for record in records:
-                if record.offset >= limit:
-                    break
-                count += 1
-                key = record.key.decode("utf-8", "replace") if record.key is not None else None
-                if key is None:
-                    continue
-                if record.value is None:
-                    sessions.pop(key, None)
-                    continue
-                try:
-                    value = session_record_adapter.validate_json(record.value)
-                except ValidationError as exc:
-                    log.warning(
-                        "skipping unreadable session record %s[%d]@%d: %d errors",
-                        topic,
-                        tp.partition,
-                        record.offset,
-                        exc.error_count(),
-                    )
-                    continue
-                sessions[key] = session_from_record(value, value.since_offset >= floor)
-        for tp in list(remaining):
-            if tp in end and await consumer.position(tp) >= end[tp]:
-                remaining.discard(tp)
-    consumer.assign([])
+    consumer.assign(tps)
+    try:
+        listed = await asyncio.wait_for(consumer.end_offsets(tps), metadata_timeout)
+        remaining = {tp for tp in tps if listed[tp] > 0}
+        # The end offset is captured once, at assignment: ListOffsets, raised to the high
+        # watermark of the first fetch (Tansu's ListOffsets answers a batch's base offset + 1).
+        end: dict[TopicPartition, int] = {}
+        if remaining:
+            await consumer.seek_to_beginning(*remaining)
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=fetch_timeout_ms)
+            for tp in remaining:
+                highwater = consumer.highwater(tp)
+                if tp not in end and highwater is not None:
+                    end[tp] = max(listed[tp], highwater)
+            for tp, records in batch.items():
+                target = restored[tp.partition]
+                floor = committed.get(tp.partition, 0)
+                limit = end.get(tp, listed[tp])
+                for record in records:
+                    if record.offset >= limit:
+                        break
+                    count += 1
+                    target.apply(topic, record, floor)
+            for tp in list(remaining):
+                if tp in end and await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+    finally:
+        consumer.assign([])
     log.info(
-        "restored %d sessions from %d changelog records of %s partitions %s in %.2fs",
-        sum(len(s) for s in restored.values()),
+        "restored %d sessions (%d senders to replay) from %d changelog records of %s "
+        "partitions %s in %.2fs",
+        sum(len(r.sessions) for r in restored.values()),
+        sum(len(r.replay) for r in restored.values()),
         count,
         topic,
         sorted(restored),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 
 class PendingOffset:
@@ -28,6 +29,26 @@ class PendingOffset:
                 return ack.exception()
         return None
 
+    def when_complete(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once every ack is in (at once when there is none outstanding).
+
+        Call after the decision is made: it is what makes an offset count towards a commit batch.
+        """
+        outstanding = [ack for ack in self.acks if not ack.done()]
+        if not outstanding:
+            callback()
+            return
+        left = len(outstanding)
+
+        def one_done(_: asyncio.Future[object]) -> None:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                callback()
+
+        for ack in outstanding:
+            ack.add_done_callback(one_done)
+
 
 class DeliveryFailed(RuntimeError):
     """A record of an input offset was not acknowledged: nothing past it may be committed."""
@@ -38,7 +59,8 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._pending: deque[PendingOffset] = deque()
-        self.committed: int | None = None  # the next offset to read, as last committed
+        self.position: int | None = None  # the next offset after the complete prefix
+        self.committed: int | None = None  # the position the group coordinator accepted
 
     def track(self, offset: int) -> PendingOffset:
         pending = PendingOffset(offset)
@@ -49,11 +71,11 @@ class OffsetTracker:
         return len(self._pending)
 
     def committable(self) -> int | None:
-        """Pop the complete prefix; return the offset to commit (last complete + 1), if any.
+        """Advance over the complete prefix; the offset to commit, if it moved since the last
+        accepted commit (a failed commit is retried by the next call).
 
         Raises DeliveryFailed when the first incomplete record's produce failed.
         """
-        last: int | None = None
         while self._pending:
             head = self._pending[0]
             error = head.failure()
@@ -61,11 +83,11 @@ class OffsetTracker:
                 raise DeliveryFailed(f"offset {head.offset}: {error!r}")
             if not head.complete():
                 break
-            last = head.offset
+            self.position = head.offset + 1
             self._pending.popleft()
-        if last is None:
+        if self.position is None or self.position == self.committed:
             return None
-        return last + 1
+        return self.position
 
     def acks_outstanding(self) -> list[asyncio.Future[object]]:
         return [ack for pending in self._pending for ack in pending.acks if not ack.done()]

@@ -1,11 +1,13 @@
 """The consumer-group worker: fetch, decide per sender in order, publish, commit what is safe.
 
 Flow of one input record:
-  fetch (bounded by `max_in_flight`) -> decode (bad: DLQ) -> the sender's lane -> decide ->
-  changelog + inbox records -> acknowledged by the broker -> its offset joins the committable
-  prefix -> batched commit.
+  fetch (at most `max_in_flight` undecided; at the bound the partitions are paused) -> decode
+  (bad: DLQ) -> the sender's lane -> decide -> changelog + inbox records -> acknowledged by the
+  broker -> its offset joins the committable prefix -> commit, batched by time and by count.
 Sessions live in memory per assigned partition, restored from the changelog partition with the
-same number before that partition's first message is decided.
+same number before that partition's first message is decided. The restore runs outside the
+rebalance callback: aiokafka sends no heartbeats while a callback runs, so a long restore there
+would get the worker thrown out of the group, over and over.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,24 +25,17 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 
-from contracts.models import (
-    DeadLetter,
-    Route,
-    Routing,
-    SessionRecord,
-    SessionReset,
-    UserMessage,
-    decode_input,
-    encode_routed,
-    encode_session,
-)
+from contracts.models import SessionReset, UserMessage, decode_input
 from worker.config.endpoints import Topics
+from worker.kafka.client_logs import quiet_client_logs
 from worker.kafka.topics import TopicLayoutError, ensure_topics
 from worker.routing.session import StickySession
 from worker.runtime.changelog import Sessions, restore_sessions
 from worker.runtime.coexistence_router import CoexistenceRouter
 from worker.runtime.lanes import SenderLanes
 from worker.runtime.offsets import DeliveryFailed, OffsetTracker, PendingOffset
+from worker.runtime.publisher import Ack, Publisher, where
+from worker.runtime.replay import Replay, SenderHistory
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +49,8 @@ class RuntimeSettings:
     partitions: int = 6
     replication_factor: int = 1
     max_in_flight: int = 256
-    commit_interval: float = 0.5
+    commit_interval: float = 0.5  # seconds between commits ...
+    commit_count: int = 500  # ... or sooner, once this many offsets completed since the last
     session_ttl: float = 0.0  # seconds of idleness that end a session; 0 = never
     shutdown_timeout: float = 10.0
     rebalance_timeout: float = 10.0
@@ -78,19 +74,35 @@ class AssignedPartition:
     """One input partition this worker owns: its sessions, lanes and uncommitted offsets."""
 
     def __init__(
-        self,
-        number: int,
-        sessions: Sessions,
-        handle: Callable[[AssignedPartition, Inbound], Any],
+        self, number: int, handle: Callable[[AssignedPartition, Inbound], Awaitable[None]]
     ) -> None:
         self.number = number
-        self.sessions = sessions
+        self.sessions: Sessions = {}
+        self.replay: Replay = {}
         self.offsets = OffsetTracker()
         self.lanes: SenderLanes[Inbound] = SenderLanes(lambda item: handle(self, item))
         self.undecided = 0
         self.revoked = False
         # Set once the changelog partition is read; no message is decided before that.
         self.restored = asyncio.Event()
+        # Idle-expiry tombstones: no input offset waits for them, revocation does.
+        self.expiry_acks: list[Ack] = []
+
+    def history(self, sender: str, offset: int) -> SenderHistory | None:
+        """The sender's replay history while `offset` is a redelivery decided before."""
+        history = self.replay.get(sender)
+        if history is not None and not history.covers(offset):
+            del self.replay[sender]  # past the last message decided before: routed normally
+            return None
+        return history
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """Sessions of a cleanly revoked partition, valid while its changelog end stays put."""
+
+    sessions: Sessions
+    changelog_end: int
 
 
 class RoutingWorker:
@@ -106,28 +118,37 @@ class RoutingWorker:
         self._clock = clock
         self._topics = settings.topics
         self._partitions: dict[int, AssignedPartition] = {}
-        # Sessions of partitions revoked cleanly; reused if the same partition comes back.
-        self._parked: dict[int, Sessions] = {}
+        # Eager rebalancing revokes everything, and often gives the same partitions back.
+        self._parked: dict[int, Parked] = {}
         self._progress = asyncio.Event()
         self._commit_lock = asyncio.Lock()
+        self._commit_due = asyncio.Event()
+        self._completed = 0  # offsets completed since the last commit
         self._failure: BaseException | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._publisher: Publisher | None = None
         self._restorer: AIOKafkaConsumer | None = None
+        self._restore_task: asyncio.Task[None] | None = None
+        self._connected = False
         self.ready = asyncio.Event()  # set once partitions are assigned and restored
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; broker trouble is retried with backoff, never a crash."""
-        backoff = 0.5
+        quiet_client_logs()
+        initial = backoff = 0.5
         while not stop.is_set():
+            self._connected = False
             try:
                 await self._run_connected(stop)
                 return
             except TopicLayoutError:
                 raise
             except (KafkaError, DeliveryFailed, OSError) as exc:
+                if self._connected:
+                    backoff = initial  # it worked for a while: a fresh failure, not a loop
                 log.warning(
                     "kafka at %s unavailable (%s: %s); retrying in %.1fs",
                     self.settings.connection.get("bootstrap_servers"),
@@ -141,13 +162,6 @@ class RoutingWorker:
 
     async def _run_connected(self, stop: asyncio.Event) -> None:
         settings = self.settings
-        await ensure_topics(
-            settings.connection,
-            self._topics,
-            create=settings.create_topics,
-            partitions=settings.partitions,
-            replication_factor=settings.replication_factor,
-        )
         conn = dict(settings.connection)
         self._failure = None
         self._producer = AIOKafkaProducer(
@@ -159,6 +173,7 @@ class RoutingWorker:
             linger_ms=5,
             max_batch_size=256 * 1024,
         )
+        self._publisher = Publisher(self._producer, self._topics)
         self._consumer = AIOKafkaConsumer(
             **conn,
             group_id=settings.group_id,
@@ -172,9 +187,15 @@ class RoutingWorker:
         self._restorer = AIOKafkaConsumer(**conn, enable_auto_commit=False)
         started: list[Any] = []
         try:
+            # Connecting may hang on an unreachable broker: a stop signal must still win.
+            if not await _unless_stopped(self._ensure_topics(), stop):
+                return
             for client in (self._producer, self._restorer, self._consumer):
-                await client.start()
-                started.append(client)
+                started.append(client)  # closed below even if its start is cut short
+                if not await _unless_stopped(client.start(), stop):
+                    return
+            self._connected = True
+            log.info("connected to kafka at %s", conn.get("bootstrap_servers"))
             self._consumer.subscribe([self._topics.input], listener=_Rebalance(self))
             background = [
                 asyncio.create_task(self._commit_loop(stop), name="commit-loop"),
@@ -190,13 +211,30 @@ class RoutingWorker:
             if self._failure is not None:
                 raise self._failure
         finally:
+            await self._cancel_restore()
             self.ready.clear()
+            # Leave the group first (its commits are done), then flush and close the rest;
+            # all of it within one more shutdown_timeout, even with the broker gone.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.shutdown_timeout
             for client in reversed(started):
-                with contextlib.suppress(Exception):
-                    await client.stop()
+                try:
+                    await asyncio.wait_for(client.stop(), max(0.1, deadline - loop.time()))
+                except Exception as exc:  # noqa: BLE001 - closing is best effort
+                    log.warning("closing %s: %r", type(client).__name__, exc)
             self._partitions.clear()
             self._parked.clear()
             self._consumer = self._producer = self._restorer = None
+            self._publisher = None
+
+    async def _ensure_topics(self) -> None:
+        await ensure_topics(
+            self.settings.connection,
+            self._topics,
+            create=self.settings.create_topics,
+            partitions=self.settings.partitions,
+            replication_factor=self.settings.replication_factor,
+        )
 
     async def _drain_all(self) -> None:
         """Shutdown: finish in-flight work within the bound, commit it, then leave the group."""
@@ -210,23 +248,27 @@ class RoutingWorker:
         return sum(p.undecided for p in self._partitions.values())
 
     async def _fetch_loop(self, stop: asyncio.Event) -> None:
-        assert self._consumer is not None
+        consumer = self._consumer
+        assert consumer is not None
         limit = self.settings.max_in_flight
         while not stop.is_set() and self._failure is None:
+            self._progress.clear()
             free = limit - self._undecided()
             if free <= 0:
-                # Backpressure: stop fetching until some decisions are made.
-                self._progress.clear()
+                # Backpressure: no fetching at all (not even into aiokafka's buffer) until some
+                # decisions are made. Pausing again each round covers a rebalance meanwhile.
+                consumer.pause(*consumer.assignment())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._progress.wait(), 0.5)
                 continue
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=free)
+            consumer.resume(*consumer.paused())
+            batch = await consumer.getmany(timeout_ms=200, max_records=free)
             for tp, records in batch.items():
                 part = self._partitions.get(tp.partition)
                 if part is None or part.revoked:
-                    if tp in self._consumer.assignment():
+                    if part is None and tp in consumer.assignment():
                         # Not taken yet: fetch these again rather than skip past them.
-                        self._consumer.seek(tp, records[0].offset)
+                        consumer.seek(tp, records[0].offset)
                     continue  # revoked while the fetch was in flight: the new owner reads it
                 for record in records:
                     await self._dispatch(part, record)
@@ -234,12 +276,13 @@ class RoutingWorker:
     async def _dispatch(
         self, part: AssignedPartition, record: ConsumerRecord[bytes, bytes]
     ) -> None:
+        assert self._publisher is not None
         pending = part.offsets.track(record.offset)
         try:
             message = self._decode(record)
         except (BadRecord, ValidationError) as exc:
-            pending.acks.append(await self._dead_letter(record, exc))
-            pending.decided = True
+            pending.acks.append(await self._publisher.dead_letter(record, exc))
+            self._decided(pending)
             return
         part.undecided += 1
         part.lanes.submit(message.sender_id, Inbound(record, message, pending))
@@ -259,6 +302,7 @@ class RoutingWorker:
     # ---- deciding and publishing -----------------------------------------------------------
 
     async def _handle(self, part: AssignedPartition, item: Inbound) -> None:
+        assert self._publisher is not None
         try:
             await part.restored.wait()
             if isinstance(item.message, SessionReset):
@@ -266,54 +310,78 @@ class RoutingWorker:
             else:
                 await self._route(part, item, item.message)
         except asyncio.CancelledError:
+            # Abandoned: the offset stays undecided, so it is never committed past.
             raise
         except Exception as exc:
             # A defect in deciding must not stop the partition: the record is kept in the DLQ.
-            log.exception("failed to route %s", _where(item.record))
-            item.pending.acks.append(await self._dead_letter(item.record, exc))
+            log.exception("failed to route %s", where(item.record))
+            item.pending.acks.append(await self._publisher.dead_letter(item.record, exc))
+            self._decided(item.pending)
+        else:
+            self._decided(item.pending)
         finally:
-            item.pending.decided = True
             part.undecided -= 1
             self._progress.set()
 
+    def _decided(self, pending: PendingOffset) -> None:
+        pending.decided = True
+        pending.when_complete(self._count_completion)
+
+    def _count_completion(self) -> None:
+        self._completed += 1
+        if self._completed >= self.settings.commit_count:
+            self._commit_due.set()
+
     async def _reset(self, part: AssignedPartition, item: Inbound) -> None:
-        sender = item.message.sender_id
+        assert self._publisher is not None
+        sender, offset = item.message.sender_id, item.record.offset
+        if part.history(sender, offset) is not None:
+            return  # decided before: its tombstone, and whatever followed, is in the changelog
         part.sessions.pop(sender, None)
-        item.pending.acks.append(await self._write_session(part, sender, None))
+        item.pending.acks.append(
+            await self._publisher.session(part.number, sender, None, input_offset=offset)
+        )
 
     async def _route(self, part: AssignedPartition, item: Inbound, message: UserMessage) -> None:
-        record, pending = item.record, item.pending
+        assert self._publisher is not None
+        publisher, record, pending = self._publisher, item.record, item.pending
         sender = message.sender_id
         now = self._clock()
-        session = part.sessions.get(sender)
-        if (
-            session is not None
-            and session.decision is not None
-            and session.message_id == message.message_id
-        ):
-            # Redelivery of the message that opened this session: its decision, unchanged.
-            routing = session.decision
-            session.decision = None
-            pending.acks.append(await self._publish(record, sender, routing))
+        history = part.history(sender, record.offset)
+        if history is not None:
+            # A redelivery of a message decided before (see worker.runtime.replay): the same
+            # decision, and no state change, since the changelog already holds what followed.
+            routing = history.decision_for(record.offset, message.message_id)
+            if routing is None:
+                earlier = history.session_before(record.offset)
+                routing = (await self.router.decide(earlier, message)).to_routing(now)
+            pending.acks.append(await publisher.routed(record, sender, routing))
             return
-        # A redelivered message older than the restored session was decided without it.
-        replayed = session is not None and record.offset < session.since_offset
-        decision = await self.router.decide(None if replayed else session, message)
+        session = part.sessions.get(sender)
+        decision = await self.router.decide(session, message)
         routing = decision.to_routing(now)
-        if not replayed:
-            after = decision.session_after
-            if after is None and session is not None:
-                del part.sessions[sender]
-                pending.acks.append(await self._write_session(part, sender, None))
-            elif after is not None and (session is None or session.route is not after):
-                opened = StickySession(after, record.offset, now, message.message_id)
-                part.sessions[sender] = opened
-                pending.acks.append(await self._write_session(part, sender, opened, routing))
-            elif session is not None:
-                session.seen_at = now
-                if self._needs_refresh(session, now):
-                    pending.acks.append(await self._write_session(part, sender, session))
-        pending.acks.append(await self._publish(record, sender, routing))
+        after = decision.session_after
+
+        async def write(state: StickySession | None, **extra: Any) -> None:
+            ack = await publisher.session(
+                part.number, sender, state, input_offset=record.offset, **extra
+            )
+            pending.acks.append(ack)
+
+        if after is None and session is not None:
+            del part.sessions[sender]
+            await write(None)
+        elif after is not None and (session is None or session.route is not after):
+            opened = StickySession(after, record.offset, now, message.message_id)
+            part.sessions[sender] = opened
+            # The opening decision is stored with the session: a redelivery gets it back.
+            await write(opened, routing=routing)
+        elif session is not None:
+            session.seen_at = now
+            if self._needs_refresh(session, now):
+                await write(session)
+        # After the state record: a crash never leaves an output whose state change was lost.
+        pending.acks.append(await publisher.routed(record, sender, routing))
 
     def _needs_refresh(self, session: StickySession, now: float) -> bool:
         # Keep the changelog's `seen_at` within half a TTL of the truth, so a restored
@@ -321,70 +389,33 @@ class RoutingWorker:
         ttl = self.settings.session_ttl
         return ttl > 0 and now - session.written_at > ttl / 2
 
-    async def _publish(
-        self, record: ConsumerRecord[bytes, bytes], sender: str, routing: Routing
-    ) -> asyncio.Future[object]:
-        assert self._producer is not None and record.value is not None
-        topic = self._topics.calm if routing.route is Route.CALM else self._topics.nlu
-        fut: asyncio.Future[object] = await self._producer.send(
-            topic, encode_routed(record.value, routing), key=sender.encode()
-        )
-        return fut
-
-    async def _write_session(
-        self,
-        part: AssignedPartition,
-        sender: str,
-        session: StickySession | None,
-        routing: Routing | None = None,
-    ) -> asyncio.Future[object]:
-        """Changelog partition = input partition, whatever partitioner the connectors used."""
-        assert self._producer is not None
-        value = None
-        if session is not None:
-            session.written_at = session.seen_at
-            value = encode_session(
-                SessionRecord(
-                    route=session.route,
-                    since_offset=session.since_offset,
-                    message_id=session.message_id,
-                    routing=routing,
-                    seen_at=session.seen_at,
-                )
-            )
-        fut: asyncio.Future[object] = await self._producer.send(
-            self._topics.sessions, value, key=sender.encode(), partition=part.number
-        )
-        return fut
-
-    async def _dead_letter(
-        self, record: ConsumerRecord[bytes, bytes], error: BaseException
-    ) -> asyncio.Future[object]:
-        assert self._producer is not None
-        letter = DeadLetter(
-            error_type=type(error).__name__,
-            error_message=_describe(error),
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-        )
-        log.warning("dead-lettered %s: %s", _where(record), letter.error_message)
-        fut: asyncio.Future[object] = await self._producer.send(
-            self._topics.dlq, record.value, key=record.key, headers=letter.to_headers()
-        )
-        return fut
-
     # ---- committing ------------------------------------------------------------------------
 
     async def _commit_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.commit_interval)
+            waiters = [
+                asyncio.create_task(stop.wait()),
+                asyncio.create_task(self._commit_due.wait()),
+            ]
+            try:
+                await asyncio.wait(
+                    waiters,
+                    timeout=self.settings.commit_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if stop.is_set():
+                return  # the drain commits
+            self._commit_due.clear()
+            self._completed = 0
             try:
                 await self._commit(list(self._partitions))
             except DeliveryFailed as exc:
                 log.error("a produced record was not acknowledged (%s); reconnecting", exc)
                 self._failure = exc
+                self._progress.set()
                 return
 
     async def _commit(self, numbers: list[int]) -> None:
@@ -392,6 +423,7 @@ class RoutingWorker:
         assert self._consumer is not None
         async with self._commit_lock:
             offsets: dict[TopicPartition, int] = {}
+            parts: list[AssignedPartition] = []
             for number in numbers:
                 part = self._partitions.get(number)
                 if part is None:
@@ -399,7 +431,7 @@ class RoutingWorker:
                 position = part.offsets.committable()
                 if position is not None:
                     offsets[TopicPartition(self._topics.input, number)] = position
-                    part.offsets.committed = position
+                    parts.append(part)
             if not offsets:
                 return
             try:
@@ -407,63 +439,110 @@ class RoutingWorker:
             except (CommitFailedError, KafkaError) as exc:
                 # The group moved on; the new owner re-reads from the last good commit.
                 log.warning("commit of %s failed: %s", _tps(offsets), exc)
+                return
+            for part in parts:
+                part.offsets.committed = offsets[TopicPartition(self._topics.input, part.number)]
+            log.debug("committed %s", _tps(offsets))
 
     # ---- rebalancing -----------------------------------------------------------------------
 
-    async def _assign(self, numbers: list[int]) -> None:
-        """Take partitions: their records may arrive at once, but wait for the restore."""
-        assert self._consumer is not None and self._restorer is not None
-        fresh: list[AssignedPartition] = []
+    def _assign(self, numbers: list[int]) -> None:
+        """Take partitions: their records may be fetched at once, but wait for the restore."""
         for number in numbers:
-            if number in self._partitions:
-                continue
-            parked = self._parked.pop(number, None)
-            part = AssignedPartition(number, parked if parked is not None else {}, self._handle)
-            self._partitions[number] = part
-            if parked is None:
-                fresh.append(part)
-            else:
-                part.restored.set()
-        self._parked.clear()
+            if number not in self._partitions:
+                self._partitions[number] = AssignedPartition(number, self._handle)
+        for number in list(self._parked):
+            if number not in self._partitions:
+                del self._parked[number]  # went elsewhere: its changelog will move on
+        log.info("assigned input partitions %s", sorted(self._partitions))
+        if self._restore_task is None or self._restore_task.done():
+            self._restore_task = asyncio.create_task(self._restore_pending(), name="restore")
+
+    async def _restore_pending(self) -> None:
+        """Restore every assigned partition not restored yet; then the worker is ready."""
+        try:
+            while parts := [
+                p for p in self._partitions.values() if not p.restored.is_set() and not p.revoked
+            ]:
+                await self._restore(parts)
+        except (KafkaError, TimeoutError) as exc:
+            # Deciding without the sessions would break stickiness: reconnect and retry (which
+            # also creates the changelog again if it is gone).
+            log.error("restoring sessions failed: %r", exc)
+            self._failure = exc
+            self._progress.set()
+            return
+        self.ready.set()
+
+    async def _restore(self, parts: list[AssignedPartition]) -> None:
+        assert self._consumer is not None and self._restorer is not None
+        sessions_tp = {p.number: TopicPartition(self._topics.sessions, p.number) for p in parts}
+        parked = {p.number: self._parked.pop(p.number) for p in parts if p.number in self._parked}
+        if parked:
+            ends = await asyncio.wait_for(
+                self._restorer.end_offsets([sessions_tp[n] for n in parked]),
+                self.settings.rebalance_timeout,
+            )
+            for part in parts:
+                kept = parked.get(part.number)
+                if kept is not None and ends.get(sessions_tp[part.number]) == kept.changelog_end:
+                    # Nobody wrote to its changelog since we let it go: our sessions are current.
+                    part.sessions = kept.sessions
+                    part.restored.set()
+        fresh = [p for p in parts if not p.restored.is_set()]
+        if not fresh:
+            return
         committed: dict[int, int] = {}
         for part in fresh:
             offset = await self._consumer.committed(TopicPartition(self._topics.input, part.number))
             committed[part.number] = offset if offset is not None else 0
-        try:
-            restored = await restore_sessions(
-                self._restorer, self._topics.sessions, [p.number for p in fresh], committed
-            )
-        except KafkaError as exc:
-            # Deciding without the sessions would break stickiness: reconnect and retry.
-            log.error("restoring sessions of partitions %s failed: %s", committed, exc)
-            self._failure = exc
-            return
+        restored = await restore_sessions(
+            self._restorer,
+            self._topics.sessions,
+            list(committed),
+            committed,
+            metadata_timeout=self.settings.rebalance_timeout,
+        )
         for part in fresh:
-            part.sessions.update(restored[part.number])
-            part.restored.set()
-        log.info("assigned input partitions %s", sorted(self._partitions))
-        self.ready.set()
+            if not part.revoked:
+                part.sessions = restored[part.number].sessions
+                part.replay = restored[part.number].replay
+                part.restored.set()
+
+    async def _cancel_restore(self) -> None:
+        task, self._restore_task = self._restore_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _release(self, numbers: list[int], timeout: float, *, park: bool) -> None:
         """Finish (or abandon, past `timeout`) a partition's work, commit it, then drop it."""
         parts = [self._partitions[n] for n in numbers if n in self._partitions]
+        if not parts:
+            return
         for part in parts:
             part.revoked = True
+        await self._cancel_restore()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         clean: set[int] = set()
         for part in parts:
-            finished = await part.lanes.wait_idle(max(0.0, deadline - loop.time()))
+            if part.restored.is_set():
+                finished = await part.lanes.wait_idle(max(0.0, deadline - loop.time()))
+            else:
+                finished = False  # nothing of it was decided: nothing to wait for
             if not finished:
-                log.warning(
-                    "partition %d: abandoning %d undecided messages after %.1fs; "
-                    "they will be redelivered",
-                    part.number,
-                    part.undecided,
-                    timeout,
-                )
+                if part.restored.is_set():
+                    log.warning(
+                        "partition %d: abandoning %d undecided messages after %.1fs; "
+                        "they will be redelivered",
+                        part.number,
+                        part.undecided,
+                        timeout,
+                    )
                 await part.lanes.abandon()
             acks = part.offsets.acks_outstanding()
+            acks += [ack for ack in part.expiry_acks if not ack.done()]
             if acks:
                 await asyncio.wait(acks, timeout=max(0.1, deadline - loop.time()))
             if finished and not part.offsets.acks_outstanding():
@@ -473,11 +552,33 @@ class RoutingWorker:
         except DeliveryFailed as exc:
             log.error("not committing revoked partitions: %s", exc)
             clean.clear()
+        ends = await self._changelog_ends(sorted(clean)) if park and clean else {}
         for part in parts:
-            del self._partitions[part.number]
-            if park and part.number in clean and len(part.offsets) == 0:
-                self._parked[part.number] = part.sessions
+            if self._partitions.get(part.number) is part:  # a shutdown may race a rebalance
+                del self._partitions[part.number]
+            end = ends.get(part.number)
+            committed = len(part.offsets) == 0 and part.offsets.position == part.offsets.committed
+            # Only when all is committed: a redelivery would otherwise meet sessions it opened.
+            if end is not None and committed:
+                self._parked[part.number] = Parked(part.sessions, end)
+        log.info("released input partitions %s", sorted(p.number for p in parts))
         self._progress.set()
+        if any(not p.restored.is_set() for p in self._partitions.values()):
+            self._restore_task = asyncio.create_task(self._restore_pending(), name="restore")
+
+    async def _changelog_ends(self, numbers: list[int]) -> dict[int, int]:
+        """End offsets of changelog partitions, as ListOffsets reports them (on Tansu that is
+        short of the true end, but the same until someone writes, which is all parking needs)."""
+        assert self._restorer is not None
+        tps = [TopicPartition(self._topics.sessions, n) for n in numbers]
+        try:
+            ends = await asyncio.wait_for(
+                self._restorer.end_offsets(tps), self.settings.rebalance_timeout
+            )
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("not keeping sessions of revoked partitions: %r", exc)
+            return {}
+        return {tp.partition: end for tp, end in ends.items()}
 
     # ---- idle expiry -----------------------------------------------------------------------
 
@@ -493,26 +594,45 @@ class RoutingWorker:
 
     async def expire_idle_sessions(self) -> int:
         """End sessions idle for longer than the TTL with a tombstone; returns how many."""
+        assert self._publisher is not None
         ttl = self.settings.session_ttl
         now = self._clock()
         ended = 0
         for part in list(self._partitions.values()):
-            if part.revoked:
+            if part.revoked or not part.restored.is_set():
                 continue
+            part.expiry_acks = [ack for ack in part.expiry_acks if not ack.done()]
             idle = [
                 sender
                 for sender, session in part.sessions.items()
                 if now - session.seen_at >= ttl and not part.lanes.busy(sender)
             ]
             for sender in idle:
+                # Checked again: sending may wait for buffer space, and the world moves on.
                 if part.revoked or part.lanes.busy(sender):
                     continue
                 part.sessions.pop(sender, None)
-                await self._write_session(part, sender, None)
+                part.expiry_acks.append(await self._publisher.session(part.number, sender, None))
                 ended += 1
         if ended:
             log.info("ended %d idle sessions", ended)
         return ended
+
+
+async def _unless_stopped(step: Awaitable[Any], stop: asyncio.Event) -> bool:
+    """Await `step` unless `stop` is set first (then it is cancelled); True when it finished."""
+    task = asyncio.ensure_future(step)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return False
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -525,23 +645,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         numbers = [tp.partition for tp in assigned if tp.topic == self._worker._topics.input]
-        await self._worker._assign(numbers)
-
-
-def _where(record: ConsumerRecord[bytes, bytes]) -> str:
-    return f"{record.topic}[{record.partition}]@{record.offset}"
+        self._worker._assign(numbers)
 
 
 def _tps(offsets: Mapping[TopicPartition, int]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]={o}" for tp, o in offsets.items())
-
-
-def _describe(error: BaseException) -> str:
-    """One line naming what is wrong (pydantic errors without the offending input values)."""
-    if isinstance(error, ValidationError):
-        parts = []
-        for problem in error.errors(include_input=False, include_url=False):
-            where = ".".join(str(p) for p in problem["loc"]) or "record"
-            parts.append(f"{where}: {problem['msg']}")
-        return "; ".join(parts)
-    return str(error) or type(error).__name__

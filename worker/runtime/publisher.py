@@ -1,0 +1,109 @@
+"""Every record the worker writes: inbox outputs, changelog records, dead letters.
+
+Each write returns the broker's acknowledgement as a future; the worker attaches it to the input
+offset it belongs to, which is committed only once all of them are in (acks=all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from pydantic import ValidationError
+
+from contracts.models import (
+    DeadLetter,
+    Route,
+    Routing,
+    SessionRecord,
+    encode_routed,
+    encode_session,
+)
+from worker.config.endpoints import Topics
+from worker.routing.session import StickySession
+from worker.runtime.changelog import input_offset_headers
+
+log = logging.getLogger(__name__)
+
+Ack = asyncio.Future[object]
+
+
+class Publisher:
+    def __init__(self, producer: AIOKafkaProducer, topics: Topics) -> None:
+        self._producer = producer
+        self._topics = topics
+
+    async def routed(
+        self, record: ConsumerRecord[bytes, bytes], sender: str, routing: Routing
+    ) -> Ack:
+        """The input message unchanged under `message`, plus `routing`, to the route's inbox."""
+        assert record.value is not None
+        topic = self._topics.calm if routing.route is Route.CALM else self._topics.nlu
+        ack: Ack = await self._producer.send(
+            topic, encode_routed(record.value, routing), key=sender.encode()
+        )
+        return ack
+
+    async def session(
+        self,
+        partition: int,
+        sender: str,
+        session: StickySession | None,
+        *,
+        routing: Routing | None = None,
+        input_offset: int | None = None,
+    ) -> Ack:
+        """A session record (None: a tombstone) to the changelog partition numbered like the
+        input partition, whatever partitioner the connectors used. `routing` is stored with
+        the record that opens a session, so a redelivery of its message gets it back."""
+        value = None
+        if session is not None:
+            session.written_at = session.seen_at
+            value = encode_session(
+                SessionRecord(
+                    route=session.route,
+                    since_offset=session.since_offset,
+                    message_id=session.message_id,
+                    routing=routing,
+                    seen_at=session.seen_at,
+                )
+            )
+        ack: Ack = await self._producer.send(
+            self._topics.sessions,
+            value,
+            key=sender.encode(),
+            partition=partition,
+            headers=input_offset_headers(input_offset),
+        )
+        return ack
+
+    async def dead_letter(self, record: ConsumerRecord[bytes, bytes], error: BaseException) -> Ack:
+        """The original key and bytes, with headers naming the error and the source."""
+        letter = DeadLetter(
+            error_type=type(error).__name__,
+            error_message=describe(error),
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+        )
+        log.warning("dead-lettered %s: %s", where(record), letter.error_message)
+        ack: Ack = await self._producer.send(
+            self._topics.dlq, record.value, key=record.key, headers=letter.to_headers()
+        )
+        return ack
+
+
+def where(record: ConsumerRecord[bytes, bytes]) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"
+
+
+def describe(error: BaseException) -> str:
+    """One line naming what is wrong (pydantic errors without the offending input values)."""
+    if isinstance(error, ValidationError):
+        parts = []
+        for problem in error.errors(include_input=False, include_url=False):
+            loc = ".".join(str(p) for p in problem["loc"]) or "record"
+            parts.append(f"{loc}: {problem['msg']}")
+        return "; ".join(parts)
+    return str(error) or type(error).__name__
