@@ -179,6 +179,12 @@ class WorkerProcess:
     def exited(self) -> bool:
         return self._reader.done() and self.process.returncode is not None
 
+    @property
+    def next_line(self) -> asyncio.Event:
+        """Set on the next log line (or at exit). Take it before looking at `lines`, so that a
+        line arriving in between is not missed."""
+        return self._changed
+
     async def changed(self) -> None:
         """Returns on the next log line (or at exit)."""
         if not self._reader.done():
@@ -246,8 +252,13 @@ async def until_logged(
     """Wait until `predicate()` holds, re-checked whenever any worker logs a line."""
     try:
         async with asyncio.timeout(timeout):
-            while not predicate():
-                waiters = [asyncio.create_task(w.changed()) for w in workers]
+            while True:
+                events = [w.next_line for w in workers if not w.exited]
+                if predicate():
+                    return
+                if not events:
+                    raise AssertionError(f"every worker exited before {what}")
+                waiters = [asyncio.create_task(event.wait()) for event in events]
                 try:
                     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 finally:
