@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.kafka_support import Outgoing, produce, user_message
+from tests.kafka_support import Outgoing, produce, session_reset, user_message
 from tests.worker_processes import (
     LLM_MODEL,
     LlmMeter,
@@ -82,7 +82,7 @@ async def test_senders_are_decided_concurrently_one_sender_in_order_within_the_b
     assert {value(r)["routing"]["reason"] for r in records} == {"llm_answer"}
 
 
-async def test_redelivered_decision_is_replayed_without_a_second_llm_call(
+async def test_redelivered_decisions_are_replayed_without_a_second_llm_call(
     bootstrap: str, llm: FakeLLMServer, tmp_path: Path
 ) -> None:
     llm.script(LLM_MODEL, latency=LATENCY, answer="A")  # CALM sticky: the session opens
@@ -93,35 +93,45 @@ async def test_redelivered_decision_is_replayed_without_a_second_llm_call(
     senders = [f"r{i}" for i in range(6)]
     first = [message(s, "send money") for s in senders]
     second = [message(s, "and more") for s in senders]
+    # One sender changes sessions within the uncommitted window: CALM, reset, NLU.
+    changing = [message("multi", "send money"), message("multi", "my card"), message("multi", "ok")]
     w1 = await WorkerProcess.start(bundle, "w1")
     workers = [w1]
     try:
         await wait_for_balanced_group([w1], 6)
-        await produce(bootstrap, bundle.topics.input, first + second)
         async with (
-            TopicTail(bootstrap, bundle.topics.calm) as inbox,
+            TopicTail(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox,
             TopicTail(bootstrap, bundle.topics.sessions) as changelog,
         ):
+            await produce(bootstrap, bundle.topics.input, first + second)
             await inbox.wait_for(len(first) + len(second))
-            # The decisions reached the changelog...
-            await changelog.wait_for(len(senders))
-            assert llm.count(LLM_MODEL) == len(senders)
+            # One sender alone now, so the answers come in the order of its calls.
+            llm.script(LLM_MODEL, latency=LATENCY, answers=["A", "C"])
+            await produce(
+                bootstrap, bundle.topics.input, [changing[0], session_reset("multi"), *changing[1:]]
+            )
+            total = len(first) + len(second) + len(changing)
+            await inbox.wait_for(total)
+            # The decisions reached the changelog (an opening per sender, multi's reset and
+            # second opening) ...
+            await changelog.wait_for(len(senders) + 3)
+            assert llm.count(LLM_MODEL) == len(senders) + 2
             # ... but no offset was committed: w1 dies right here.
             await w1.kill()
             w2 = await WorkerProcess.start(bundle, "w2")
             workers.append(w2)
-            await inbox.wait_for(2 * (len(first) + len(second)))
+            await inbox.wait_for(2 * total)
         assert await w2.stop() == 0
     finally:
         for worker in workers:
             worker.signal(signal.SIGKILL)
-    assert llm.count(LLM_MODEL) == len(senders), "a redelivered decision must not ask again"
-    opened = {sent(r)["message_id"] for r in first}
+    assert llm.count(LLM_MODEL) == len(senders) + 2, "a redelivered decision must not ask again"
     by_id: dict[str, list[bytes]] = {}
     for record in inbox.records:
         assert record.value is not None
         by_id.setdefault(value(record)["message"]["message_id"], []).append(record.value)
-    assert len(by_id) == len(first) + len(second)
+    assert len(by_id) == total
+    opened = {sent(r)["message_id"] for r in [*first, *changing[:2]]}
     for mid, copies in by_id.items():
         assert len(copies) == 2, mid
         if mid in opened:
@@ -129,8 +139,14 @@ async def test_redelivered_decision_is_replayed_without_a_second_llm_call(
             assert copies[0] == copies[1]
         else:
             routings = [orjson.loads(c)["routing"] for c in copies]
-            assert all(r["reason"] == "sticky_session" and r["route"] == "calm" for r in routings)
-    assert Outputs(inbox.records).duplicated().keys() == by_id.keys()
+            assert all(r["reason"] == "sticky_session" for r in routings)
+            assert len({r["route"] for r in routings}) == 1
+    multi = [orjson.loads(by_id[sent(r)["message_id"]][0])["routing"] for r in changing]
+    assert [(r["route"], r["reason"]) for r in multi] == [
+        ("calm", "llm_answer"),
+        ("nlu", "llm_answer"),
+        ("nlu", "sticky_session"),
+    ]
 
 
 async def test_sigterm_drains_in_flight_calls_and_commits_them(
@@ -178,3 +194,33 @@ async def test_sigterm_drains_in_flight_calls_and_commits_them(
     assert len(everything.records) == len(first) + len(markers)
     assert not everything.duplicated()
     assert llm.count(LLM_MODEL) == len(first) + len(markers)
+
+
+async def test_shutdown_is_bounded_and_abandoned_work_is_redelivered(
+    bootstrap: str, llm: FakeLLMServer, tmp_path: Path
+) -> None:
+    llm.script(LLM_MODEL, hang=True)  # the LLM never answers
+    bundle = write_bundle(tmp_path, bootstrap, router="llm", llm_url=llm.url, shutdown_timeout=1)
+    stuck = message("stuck", "send money")
+    w1 = await WorkerProcess.start(bundle, "w1")
+    workers = [w1]
+    try:
+        await wait_for_balanced_group([w1], 6)
+        await produce(bootstrap, bundle.topics.input, [stuck])
+        await llm.wait_for_requests(1, LLM_MODEL, timeout=30)
+        w1.signal(signal.SIGTERM)
+        # shutdown_timeout for the drain, at most as long again to leave: not the LLM timeout.
+        assert await w1.wait(timeout=10) == 0
+        assert "abandoning 1 undecided messages" in w1.output
+        # Not decided, so not committed: the next member of the group routes it.
+        llm.script(LLM_MODEL, answer="A")
+        w2 = await WorkerProcess.start(bundle, "w2")
+        workers.append(w2)
+        async with TopicTail(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+            [record] = await inbox.wait_for(1)
+        assert await w2.stop() == 0
+    finally:
+        for worker in workers:
+            worker.signal(signal.SIGKILL)
+    assert value(record)["message"]["message_id"] == sent(stuck)["message_id"]
+    assert value(record)["routing"]["route"] == "calm"
