@@ -54,7 +54,12 @@ async def test_completion_is_reported_once_every_ack_is_in() -> None:
     pending.decided = True
     done = asyncio.Event()
     calls: list[int] = []
-    pending.when_complete(lambda: (calls.append(0), done.set()))
+
+    def completed() -> None:
+        calls.append(0)
+        done.set()
+
+    pending.when_complete(completed)
     acks[0].set_result(None)
     await asyncio.sleep(0)  # callbacks run on the next loop iteration
     assert calls == []
