@@ -30,6 +30,7 @@ from tests.benchmarks.common import (
     ROOT,
     CommitWatch,
     child_env,
+    create_topics,
     emit,
     intent_messages,
     percentile,
@@ -343,6 +344,7 @@ async def run_latency(
             server.kill()
             server.wait()
     measured = [lat for sent, lat in latencies if sent >= started + warmup]
+    hop = await broker_hop(bootstrap, rate, min(seconds, 10.0), partitions)
     return {
         "rate": rate,
         "seconds": seconds,
@@ -354,7 +356,72 @@ async def run_latency(
         "latency_p99_ms": round(percentile(measured, 99) * 1000, 2),
         "latency_max_ms": round(max(measured) * 1000, 2) if measured else None,
         "harness_cpu_s": round(cpu, 2),
+        "broker_hop": hop,
     }
+
+
+async def broker_hop(
+    bootstrap: str, rate: float, seconds: float, partitions: int
+) -> dict[str, Any]:
+    """One produce -> consume hop through the broker with no worker, at the same rate: with the
+    consumer's default fetch_max_wait_ms (500, what the worker's consumer uses) and with 5 ms.
+    Shows how much of the end-to-end latency is the broker's fetch long-poll."""
+    result: dict[str, Any] = {"rate": rate, "seconds": seconds}
+    for wait in (500, 5):
+        latencies = await one_hop(bootstrap, rate, seconds, partitions, wait)
+        name = f"fetch_max_wait_{wait}ms"
+        result[f"{name}_p50_ms"] = round(percentile(latencies, 50) * 1000, 2)
+        result[f"{name}_p99_ms"] = round(percentile(latencies, 99) * 1000, 2)
+    return result
+
+
+async def one_hop(
+    bootstrap: str, rate: float, seconds: float, partitions: int, wait_ms: int
+) -> list[float]:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    topic = f"hop-{tag()}"
+    await create_topics(bootstrap, [topic], partitions)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=0
+    )
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=wait_ms,
+    )
+    await producer.start()
+    await consumer.start()
+    total = int(rate * seconds)
+    latencies: list[float] = []
+
+    async def read() -> None:
+        deadline = time.monotonic() + seconds + 30
+        while len(latencies) < total and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for records in batch.values():
+                latencies.extend(now - float(r.value or b"0") for r in records)
+
+    async def write() -> None:
+        began, sent = time.time(), 0
+        while sent < total:
+            due = min(total, int((time.time() - began) * rate) + 1)
+            while sent < due:
+                key = f"sender-{sent % 997}".encode()
+                await producer.send(topic, repr(time.time()).encode(), key=key)
+                sent += 1
+            await asyncio.sleep(0.005)
+
+    try:
+        await asyncio.gather(read(), write())
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return latencies
 
 
 def main() -> None:
