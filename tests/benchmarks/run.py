@@ -70,13 +70,14 @@ TARGETS: dict[str, tuple[str, float | None, str]] = {
 
 QUICK = {
     "intent_messages": 60_000,
-    "intent_rounds": 1,
+    "intent_rounds": 3,
     "latency_seconds": 20.0,
     "latency_warmup": 3.0,
     "llm_messages": 20_000,
     "client_seconds": 10.0,
     "client_warmup": 2.0,
     "sessions": 1_000_000,
+    "restore_repeats": 2,
 }
 FULL = {
     "intent_messages": 200_000,
@@ -87,6 +88,7 @@ FULL = {
     "client_seconds": 30.0,
     "client_warmup": 3.0,
     "sessions": 1_000_000,
+    "restore_repeats": 3,
 }
 BENCHMARKS = ("intent", "latency", "llm", "litellm", "restore")
 
@@ -236,6 +238,8 @@ async def run_suite(
                     bootstrap,
                     "--sessions",
                     str(sizes["sessions"]),
+                    "--repeats",
+                    str(sizes["restore_repeats"]),
                     *profile_arg(profile_dir, "restore"),
                 )
                 details["restore"] = result
