@@ -102,7 +102,7 @@ async def test_answers_route_and_stick(bootstrap: str, llm: FakeLLMServer) -> No
     }
     # Four router decisions needed the LLM; sticky sessions and the payload needed none.
     assert llm.count("gpt-4o-mini") == 4
-    first = results[0]["routing"]["llm"]
+    first = next(r for r in results if r["message"]["sender_id"] == "a1")["routing"]["llm"]
     assert first["model_group"] == "router-llm"
     assert first["deployment"] == "gpt-4o-mini"
     assert first["answer"] == "B"
