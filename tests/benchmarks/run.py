@@ -4,6 +4,7 @@
     python tests/benchmarks/run.py --quick --json bench.json      # < 10 min on 2 cores
     python tests/benchmarks/run.py --json bench.json              # larger counts, 3 rounds
     python tests/benchmarks/run.py --quick --only llm,litellm --profile profiles/
+    python tests/benchmarks/run.py --quick --only intent --py-spy profiles/   # low overhead
 
 One broker for the whole run (the embedded Tansu broker on a loopback port, or
 KAFKA_BOOTSTRAP_SERVERS), one fake LLM process (three deployments, 50 ms each) for the LLM
@@ -93,6 +94,10 @@ FULL = {
 BENCHMARKS = ("intent", "latency", "llm", "litellm", "restore")
 
 
+# `--py-spy DIR`: every benchmark process is sampled by py-spy for its whole life.
+PY_SPY_DIR: Path | None = None
+
+
 async def run_module(module: str, *args: str, timeout: float = 900) -> dict[str, Any]:
     process = await asyncio.create_subprocess_exec(
         *python_module_command(module, *args),
@@ -101,16 +106,83 @@ async def run_module(module: str, *args: str, timeout: float = 900) -> dict[str,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    spy = await start_py_spy(process.pid, f"{module}-{'-'.join(a for a in args[:3] if a)}")
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
         process.kill()
         await process.wait()
         raise RuntimeError(f"{module} {args[0]} did not finish within {timeout:.0f}s") from None
+    finally:
+        if spy is not None:
+            await finish_py_spy(*spy)
     if process.returncode != 0:
         tail = err.decode(errors="replace")[-4000:]
         raise RuntimeError(f"{module} {args[0]} failed (exit {process.returncode}):\n{tail}")
     return parse_result(out.decode())
+
+
+async def start_py_spy(pid: int, name: str) -> tuple[asyncio.subprocess.Process, Path] | None:
+    if PY_SPY_DIR is None:
+        return None
+    output = PY_SPY_DIR / f"{name.replace('/', '_')}.collapsed"
+    spy = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("py-spy")),
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        "200",
+        "--nonblocking",
+        "--format",
+        "raw",
+        "--output",
+        str(output),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return spy, output
+
+
+async def finish_py_spy(spy: asyncio.subprocess.Process, output: Path) -> None:
+    try:
+        await asyncio.wait_for(spy.wait(), 30)
+    except TimeoutError:
+        spy.terminate()
+        await spy.wait()
+    if output.exists():
+        output.with_suffix(".top.txt").write_text(summarize_collapsed(output))
+
+
+def summarize_collapsed(path: Path, top: int = 60) -> str:
+    """Inclusive and self shares of the functions in a py-spy collapsed-stack file."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples = int(count)
+        total += samples
+        frames = [_frame_name(frame) for frame in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + samples
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + samples
+    lines = [f"{path.name}: {total} samples", "-- inclusive"]
+    for frame, samples in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * samples / max(1, total):5.1f}%  {frame}")
+    lines.append("-- self")
+    for frame, samples in sorted(own.items(), key=lambda kv: -kv[1])[: top // 2]:
+        lines.append(f"{100 * samples / max(1, total):5.1f}%  {frame}")
+    return "\n".join(lines) + "\n"
+
+
+def _frame_name(frame: str) -> str:
+    """`func (path/to/file.py:123)` -> `func (file.py)`."""
+    function, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit("/", 1)[-1].rsplit(":", 1)[0]
+    return f"{function} ({where})" if where else function
 
 
 def profile_arg(profile_dir: Path | None, name: str) -> list[str]:
@@ -337,13 +409,26 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(BENCHMARKS),
         help=f"comma-separated subset of {','.join(BENCHMARKS)}",
     )
-    parser.add_argument("--profile", metavar="DIR", help="write pyinstrument profiles here")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="pyinstrument profiles of the measured phases here (slows what it profiles)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        help="py-spy samples of every benchmark process here (*.collapsed, *.top.txt)",
+    )
     args = parser.parse_args(argv)
     only = {name.strip() for name in args.only.split(",") if name.strip()}
     unknown = only - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmarks: {', '.join(sorted(unknown))}")
     profile_dir = Path(args.profile).resolve() if args.profile else None
+    if args.py_spy:
+        global PY_SPY_DIR
+        PY_SPY_DIR = Path(args.py_spy).resolve()
+        PY_SPY_DIR.mkdir(parents=True, exist_ok=True)
     if profile_dir:
         profile_dir.mkdir(parents=True, exist_ok=True)
     sizes = QUICK if args.quick else FULL
