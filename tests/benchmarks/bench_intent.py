@@ -344,7 +344,9 @@ async def run_latency(
             server.kill()
             server.wait()
     measured = [lat for sent, lat in latencies if sent >= started + warmup]
-    hop = await broker_hop(bootstrap, rate, min(seconds, 10.0), partitions)
+    drift = latency_windows(latencies, started)
+    # The same rate and duration without the worker: what the broker alone adds.
+    hop = await broker_hop(bootstrap, rate, seconds + warmup, partitions)
     return {
         "rate": rate,
         "seconds": seconds,
@@ -356,8 +358,21 @@ async def run_latency(
         "latency_p99_ms": round(percentile(measured, 99) * 1000, 2),
         "latency_max_ms": round(max(measured) * 1000, 2) if measured else None,
         "harness_cpu_s": round(cpu, 2),
+        "windows_start_s_p50_p99_ms": drift,
         "broker_hop": hop,
     }
+
+
+def latency_windows(latencies: list[tuple[float, float]], started: float) -> list[list[float]]:
+    """[window start s, p50 ms, p99 ms] per 5-second window of send time: shows whether
+    latency drifts during a run."""
+    windows: dict[int, list[float]] = {}
+    for sent, latency in latencies:
+        windows.setdefault(int((sent - started) // 5), []).append(latency)
+    return [
+        [5 * w, round(percentile(v, 50) * 1000, 1), round(percentile(v, 99) * 1000, 1)]
+        for w, v in sorted(windows.items())
+    ]
 
 
 async def broker_hop(
@@ -368,16 +383,19 @@ async def broker_hop(
     Shows how much of the end-to-end latency is the broker's fetch long-poll."""
     result: dict[str, Any] = {"rate": rate, "seconds": seconds}
     for wait in (500, 5):
-        latencies = await one_hop(bootstrap, rate, seconds, partitions, wait)
+        started = time.time()
+        pairs = await one_hop(bootstrap, rate, seconds, partitions, wait)
+        latencies = [latency for _, latency in pairs]
         name = f"fetch_max_wait_{wait}ms"
         result[f"{name}_p50_ms"] = round(percentile(latencies, 50) * 1000, 2)
         result[f"{name}_p99_ms"] = round(percentile(latencies, 99) * 1000, 2)
+        result[f"{name}_windows_start_s_p50_p99_ms"] = latency_windows(pairs, started)
     return result
 
 
 async def one_hop(
     bootstrap: str, rate: float, seconds: float, partitions: int, wait_ms: int
-) -> list[float]:
+) -> list[tuple[float, float]]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     topic = f"hop-{tag()}"
@@ -396,7 +414,7 @@ async def one_hop(
     await producer.start()
     await consumer.start()
     total = int(rate * seconds)
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []  # (sent at, latency)
 
     async def read() -> None:
         deadline = time.monotonic() + seconds + 30
@@ -404,7 +422,9 @@ async def one_hop(
             batch = await consumer.getmany(timeout_ms=100)
             now = time.time()
             for records in batch.values():
-                latencies.extend(now - float(r.value or b"0") for r in records)
+                for record in records:
+                    sent = float(record.value or b"0")
+                    latencies.append((sent, now - sent))
 
     async def write() -> None:
         began, sent = time.time(), 0

@@ -83,7 +83,7 @@ QUICK = {
 FULL = {
     "intent_messages": 200_000,
     "intent_rounds": 3,
-    "latency_seconds": 60.0,
+    "latency_seconds": 30.0,
     "latency_warmup": 5.0,
     "llm_messages": 60_000,
     "client_seconds": 30.0,
