@@ -122,7 +122,7 @@ async def restore(
     # The worker's restorer (a group-less consumer with default fetch settings), except for
     # auto_offset_reset: with the default ("latest") aiokafka resets the new assignment to the end
     # while restore_sessions awaits end_offsets, and its seek_to_beginning can come too late, so
-    # only the tail of a long changelog is read (seen here: 974 of 1,000,000 sessions).
+    # only the tail of a long changelog is read (seen once here: 974 of 1,000,000 sessions).
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
