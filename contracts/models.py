@@ -107,8 +107,14 @@ input_record_adapter: TypeAdapter[UserMessage | SessionReset] = TypeAdapter(Inpu
 
 
 def decode_input(data: bytes) -> UserMessage | SessionReset:
-    """Decode a `user-messages` value; raises pydantic.ValidationError on any defect."""
-    return input_record_adapter.validate_json(data)
+    """Decode a `user-messages` value; raises pydantic.ValidationError on any defect.
+
+    Nearly every record is a user message: those skip the union (whose callable discriminator
+    needs the JSON as Python objects first) and go straight through pydantic's JSON parser.
+    """
+    if b'"type"' in data:
+        return input_record_adapter.validate_json(data)
+    return UserMessage.model_validate_json(data)
 
 
 class LlmCall(BaseModel):
@@ -138,12 +144,29 @@ class RoutedMessage(BaseModel):
 
 def encode_routed(message_bytes: bytes, routing: Routing) -> bytes:
     """Encode an inbox record around the input's own bytes, so `message` is unchanged."""
-    return orjson.dumps(
-        {
-            "message": orjson.Fragment(message_bytes),
-            "routing": routing.model_dump(mode="json"),
-        }
-    )
+    return orjson.dumps({"message": orjson.Fragment(message_bytes), "routing": _plain(routing)})
+
+
+def _plain(routing: Routing) -> dict[str, Any]:
+    # The same JSON as model_dump(mode="json"), several times cheaper on the hot path.
+    llm = routing.llm
+    return {
+        "route": routing.route,
+        "sticky": routing.sticky,
+        "router": routing.router,
+        "reason": routing.reason,
+        "intent": routing.intent,
+        "llm": None
+        if llm is None
+        else {
+            "model_group": llm.model_group,
+            "deployment": llm.deployment,
+            "answer": llm.answer,
+            "attempts": llm.attempts,
+            "latency_ms": llm.latency_ms,
+        },
+        "decided_at": routing.decided_at,
+    }
 
 
 class SessionRecord(BaseModel):

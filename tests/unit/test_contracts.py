@@ -380,3 +380,21 @@ def test_null_metadata_and_null_confidence_are_accepted() -> None:
     assert message.metadata is None
     assert message.parse_data is not None and message.parse_data.intent is not None
     assert message.parse_data.intent.confidence == 0.0
+
+
+@pytest.mark.parametrize(
+    "llm",
+    [None, models.LlmCall(model_group="g", deployment="d", answer="A", attempts=2, latency_ms=9)],
+)
+def test_encoded_routing_block_is_the_models_json(llm: models.LlmCall | None) -> None:
+    routing = models.Routing(
+        route=models.Route.CALM,
+        sticky=True,
+        router=models.RouterName.LLM,
+        reason=models.Reason.LLM_ANSWER,
+        intent=None,
+        llm=llm,
+        decided_at=1763800000.31,
+    )
+    encoded = orjson.loads(models.encode_routed(b'{"x":1}', routing))
+    assert encoded == {"message": {"x": 1}, "routing": routing.model_dump(mode="json")}

@@ -26,7 +26,8 @@ class RoutingDecision:
         return self.route
 
     def to_routing(self, decided_at: float) -> Routing:
-        return Routing(
+        # Every field is already typed here: construct without re-validating (hot path).
+        return Routing.model_construct(
             route=self.route,
             sticky=self.sticky,
             router=self.router,
