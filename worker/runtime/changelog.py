@@ -52,6 +52,7 @@ class RestoredPartition:
     sessions: Sessions = field(default_factory=dict)
     # Senders with changelog records for input offsets at or past the committed offset.
     replay: Replay = field(default_factory=dict)
+    end: int = 0  # the changelog offset the restore read up to
 
     def apply(self, topic: str, record: ConsumerRecord[bytes, bytes], committed: int) -> None:
         if record.key is None:
@@ -143,6 +144,8 @@ async def restore_sessions(
             for tp in list(remaining):
                 if tp in end and await consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
+        for tp in tps:
+            restored[tp.partition].end = end.get(tp, listed[tp])
     finally:
         consumer.assign([])
     log.info(
@@ -156,3 +159,41 @@ async def restore_sessions(
         time.monotonic() - started,
     )
     return restored
+
+
+async def unchanged_since(
+    consumer: AIOKafkaConsumer, topic: str, ends: dict[int, int], timeout: float
+) -> set[int]:
+    """The changelog partitions whose log still ends exactly at `ends[p]`: nobody wrote there
+    since this worker last knew its end (its own restore, its own acknowledged writes).
+
+    The true end is the high watermark of a fetch from that offset, not ListOffsets, which
+    Tansu answers short of the end. A partition without an answer within `timeout` counts as
+    changed.
+    """
+    expected = {TopicPartition(topic, p): end for p, end in ends.items()}
+    if not expected:
+        return set()
+    consumer.assign(list(expected))
+    changed: set[TopicPartition] = set()
+    try:
+        for tp, end in expected.items():
+            consumer.seek(tp, end)
+        unknown = set(expected)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while unknown and loop.time() < deadline:
+            # getmany holds out for records until its timeout; the answer we want is the high
+            # watermark, which an empty fetch response sets: look often.
+            batch = await consumer.getmany(*unknown, timeout_ms=50)
+            changed.update(tp for tp, records in batch.items() if records)
+            for tp in list(unknown):
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    unknown.discard(tp)
+                    if highwater != expected[tp]:
+                        changed.add(tp)
+        changed |= unknown
+    finally:
+        consumer.assign([])
+    return {tp.partition for tp in expected if tp not in changed}

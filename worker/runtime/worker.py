@@ -30,7 +30,7 @@ from worker.config.endpoints import Topics
 from worker.kafka.client_logs import quiet_client_logs
 from worker.kafka.topics import TopicLayoutError, ensure_topics
 from worker.routing.session import StickySession
-from worker.runtime.changelog import Sessions, restore_sessions
+from worker.runtime.changelog import Sessions, restore_sessions, unchanged_since
 from worker.runtime.coexistence_router import CoexistenceRouter
 from worker.runtime.lanes import SenderLanes
 from worker.runtime.offsets import DeliveryFailed, OffsetTracker, PendingOffset
@@ -87,6 +87,13 @@ class AssignedPartition:
         self.restored = asyncio.Event()
         # Idle-expiry tombstones: no input offset waits for them, revocation does.
         self.expiry_acks: list[Ack] = []
+        # How far this worker knows the changelog partition: its restore, then its own writes.
+        self.changelog_end = 0
+
+    def changelog_written(self, ack: Ack) -> None:
+        if not ack.cancelled() and ack.exception() is None:
+            metadata: Any = ack.result()
+            self.changelog_end = max(self.changelog_end, int(metadata.offset) + 1)
 
     def history(self, sender: str, offset: int) -> SenderHistory | None:
         """The sender's replay history while `offset` is a redelivery decided before."""
@@ -99,7 +106,8 @@ class AssignedPartition:
 
 @dataclass(frozen=True, slots=True)
 class Parked:
-    """Sessions of a cleanly revoked partition, valid while its changelog end stays put."""
+    """Sessions of a cleanly revoked partition; valid if its changelog still ends where this
+    worker last knew it to (else another member wrote there meanwhile)."""
 
     sessions: Sessions
     changelog_end: int
@@ -184,7 +192,17 @@ class RoutingWorker:
             heartbeat_interval_ms=max(100, int(settings.session_timeout * 1000 / 3)),
             rebalance_timeout_ms=int((settings.rebalance_timeout + 5) * 1000),
         )
-        self._restorer = AIOKafkaConsumer(**conn, enable_auto_commit=False)
+        self._restorer = AIOKafkaConsumer(
+            **conn,
+            enable_auto_commit=False,
+            # aiokafka resets a freshly assigned partition by this policy on its own, and applies
+            # that answer even when seek_to_beginning() asked for the beginning meanwhile: with
+            # "latest" a restore could start at the (short, on Tansu) end and miss sessions.
+            auto_offset_reset="earliest",
+            # Checking that a parked changelog partition is unchanged fetches at its end, where
+            # the broker would otherwise hold the answer for 500 ms.
+            fetch_max_wait_ms=50,
+        )
         started: list[Any] = []
         try:
             # Connecting may hang on an unreachable broker: a stop signal must still win.
@@ -338,9 +356,7 @@ class RoutingWorker:
         if part.history(sender, offset) is not None:
             return  # decided before: its tombstone, and whatever followed, is in the changelog
         part.sessions.pop(sender, None)
-        item.pending.acks.append(
-            await self._publisher.session(part.number, sender, None, input_offset=offset)
-        )
+        item.pending.acks.append(await self._write_session(part, sender, None, input_offset=offset))
 
     async def _route(self, part: AssignedPartition, item: Inbound, message: UserMessage) -> None:
         assert self._publisher is not None
@@ -363,8 +379,8 @@ class RoutingWorker:
         after = decision.session_after
 
         async def write(state: StickySession | None, **extra: Any) -> None:
-            ack = await publisher.session(
-                part.number, sender, state, input_offset=record.offset, **extra
+            ack = await self._write_session(
+                part, sender, state, input_offset=record.offset, **extra
             )
             pending.acks.append(ack)
 
@@ -382,6 +398,18 @@ class RoutingWorker:
                 await write(session)
         # After the state record: a crash never leaves an output whose state change was lost.
         pending.acks.append(await publisher.routed(record, sender, routing))
+
+    async def _write_session(
+        self,
+        part: AssignedPartition,
+        sender: str,
+        state: StickySession | None,
+        **extra: Any,
+    ) -> Ack:
+        assert self._publisher is not None
+        ack = await self._publisher.session(part.number, sender, state, **extra)
+        ack.add_done_callback(part.changelog_written)
+        return ack
 
     def _needs_refresh(self, session: StickySession, now: float) -> bool:
         # Keep the changelog's `seen_at` within half a TTL of the truth, so a restored
@@ -476,18 +504,20 @@ class RoutingWorker:
 
     async def _restore(self, parts: list[AssignedPartition]) -> None:
         assert self._consumer is not None and self._restorer is not None
-        sessions_tp = {p.number: TopicPartition(self._topics.sessions, p.number) for p in parts}
         parked = {p.number: self._parked.pop(p.number) for p in parts if p.number in self._parked}
         if parked:
-            ends = await asyncio.wait_for(
-                self._restorer.end_offsets([sessions_tp[n] for n in parked]),
+            unchanged = await unchanged_since(
+                self._restorer,
+                self._topics.sessions,
+                {n: kept.changelog_end for n, kept in parked.items()},
                 self.settings.rebalance_timeout,
             )
             for part in parts:
                 kept = parked.get(part.number)
-                if kept is not None and ends.get(sessions_tp[part.number]) == kept.changelog_end:
-                    # Nobody wrote to its changelog since we let it go: our sessions are current.
+                if kept is not None and part.number in unchanged:
+                    # Nobody wrote to its changelog since we did: our sessions are current.
                     part.sessions = kept.sessions
+                    part.changelog_end = kept.changelog_end
                     part.restored.set()
         fresh = [p for p in parts if not p.restored.is_set()]
         if not fresh:
@@ -507,6 +537,7 @@ class RoutingWorker:
             if not part.revoked:
                 part.sessions = restored[part.number].sessions
                 part.replay = restored[part.number].replay
+                part.changelog_end = max(part.changelog_end, restored[part.number].end)
                 part.restored.set()
 
     async def _cancel_restore(self) -> None:
@@ -552,33 +583,17 @@ class RoutingWorker:
         except DeliveryFailed as exc:
             log.error("not committing revoked partitions: %s", exc)
             clean.clear()
-        ends = await self._changelog_ends(sorted(clean)) if park and clean else {}
         for part in parts:
             if self._partitions.get(part.number) is part:  # a shutdown may race a rebalance
                 del self._partitions[part.number]
-            end = ends.get(part.number)
             committed = len(part.offsets) == 0 and part.offsets.position == part.offsets.committed
             # Only when all is committed: a redelivery would otherwise meet sessions it opened.
-            if end is not None and committed:
-                self._parked[part.number] = Parked(part.sessions, end)
+            if park and part.number in clean and committed:
+                self._parked[part.number] = Parked(part.sessions, part.changelog_end)
         log.info("released input partitions %s", sorted(p.number for p in parts))
         self._progress.set()
         if any(not p.restored.is_set() for p in self._partitions.values()):
             self._restore_task = asyncio.create_task(self._restore_pending(), name="restore")
-
-    async def _changelog_ends(self, numbers: list[int]) -> dict[int, int]:
-        """End offsets of changelog partitions, as ListOffsets reports them (on Tansu that is
-        short of the true end, but the same until someone writes, which is all parking needs)."""
-        assert self._restorer is not None
-        tps = [TopicPartition(self._topics.sessions, n) for n in numbers]
-        try:
-            ends = await asyncio.wait_for(
-                self._restorer.end_offsets(tps), self.settings.rebalance_timeout
-            )
-        except (KafkaError, TimeoutError) as exc:
-            log.warning("not keeping sessions of revoked partitions: %r", exc)
-            return {}
-        return {tp.partition: end for tp, end in ends.items()}
 
     # ---- idle expiry -----------------------------------------------------------------------
 
@@ -612,7 +627,7 @@ class RoutingWorker:
                 if part.revoked or part.lanes.busy(sender):
                     continue
                 part.sessions.pop(sender, None)
-                part.expiry_acks.append(await self._publisher.session(part.number, sender, None))
+                part.expiry_acks.append(await self._write_session(part, sender, None))
                 ended += 1
         if ended:
             log.info("ended %d idle sessions", ended)
