@@ -36,6 +36,7 @@ def runtime_settings(app: AppConfig) -> RuntimeSettings:
         replication_factor=kafka.replication_factor,
         max_in_flight=kafka.max_in_flight,
         commit_interval=kafka.commit_interval,
+        commit_count=kafka.commit_count,
         session_ttl=kafka.session_ttl,
         shutdown_timeout=kafka.shutdown_timeout,
         rebalance_timeout=kafka.rebalance_timeout,

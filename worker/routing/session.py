@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from contracts.models import Route, Routing
+from contracts.models import Route
 
 
 class StickySession:
     """A sender's session held by `route` since input offset `since_offset`.
 
-    `decision` is kept only for sessions restored from the changelog whose opening message may be
-    redelivered (its offset is not yet committed), so that message gets its decision back
-    unchanged; otherwise it is None, which keeps a million sessions small in memory.
+    Decisions to replay for redelivered messages are not kept here but in the restore's replay
+    histories (worker.runtime.replay), so a million sessions stay small in memory.
     """
 
-    __slots__ = ("route", "since_offset", "seen_at", "written_at", "message_id", "decision")
+    __slots__ = ("route", "since_offset", "seen_at", "written_at", "message_id")
 
     def __init__(
         self,
@@ -21,14 +20,12 @@ class StickySession:
         since_offset: int,
         seen_at: float,
         message_id: str | None = None,
-        decision: Routing | None = None,
     ) -> None:
         self.route = route
         self.since_offset = since_offset
         self.seen_at = seen_at  # last message of the sender, for idle expiry
         self.written_at = seen_at  # when the changelog last heard of this session
         self.message_id = message_id
-        self.decision = decision
 
     def __repr__(self) -> str:
         return f"StickySession(route={self.route.value}, since_offset={self.since_offset})"
