@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.kafka_support import TopicReader, produce, routed, user_message
+from tests.worker_processes import COMMAND, WorkerProcess
 from worker.config.examples import bundled_example
 from worker.fake_llm import FakeLLMServer
 from worker.kafka.broker import free_loopback_port
 
 SECRET = "sk-live-DO-NOT-LOG-4f9a"
-COMMAND = [sys.executable, "-m", "worker.cli"]
 
 
 def endpoints_yaml(tag: str, model: str, *, api_key: str = "${ROUTER_LLM_KEY}") -> str:
@@ -52,46 +50,6 @@ model_groups:
 """
 
 
-class WorkerProcess:
-    """A `coexistence-router run` process whose log lines can be awaited."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self._new_line = asyncio.Event()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stderr is not None
-        async for raw in self.process.stderr:
-            self.lines.append(raw.decode(errors="replace").rstrip())
-            self._new_line.set()
-
-    async def wait_for_line(self, pattern: str, timeout: float = 30.0) -> str:
-        regex = re.compile(pattern)
-        async with asyncio.timeout(timeout):
-            checked = 0
-            while True:
-                for line in self.lines[checked:]:
-                    if regex.search(line):
-                        return line
-                checked = len(self.lines)
-                if self.process.returncode is not None and self._reader.done():
-                    raise AssertionError(f"exited before logging {pattern!r}: {self.lines}")
-                self._new_line.clear()
-                await self._new_line.wait()
-
-    async def finish(self, timeout: float = 30.0) -> int:
-        async with asyncio.timeout(timeout):
-            code = await self.process.wait()
-            await self._reader
-        return code
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-
 async def start_cli(*args: str, env: dict[str, str]) -> WorkerProcess:
     process = await asyncio.create_subprocess_exec(
         *COMMAND,
@@ -100,7 +58,7 @@ async def start_cli(*args: str, env: dict[str, str]) -> WorkerProcess:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    return WorkerProcess(process)
+    return WorkerProcess("cli", process)
 
 
 async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
@@ -126,7 +84,6 @@ def environment(bootstrap: str, llm_url: str) -> dict[str, str]:
         FAKE_LLM_BASE=f"{llm_url}/v1",
         ROUTER_LLM_KEY=SECRET,
         PYTHONUNBUFFERED="1",
-        LOG_LEVEL="DEBUG",
     )
     return env
 
@@ -141,6 +98,7 @@ async def test_hot_reload_sigterm_and_no_secret_in_logs(
     env = environment(bootstrap, llm.url)
     llm.script("alpha", status=401)  # a rejected key: errors are logged, the key must not be
     worker = await start_cli(
+        "--log-level", "DEBUG",  # the secret must stay out of debug logs too
         "run",
         "--config", str(example.config),
         "--endpoints", str(endpoints),
@@ -155,19 +113,18 @@ async def test_hot_reload_sigterm_and_no_secret_in_logs(
             llm.clear("alpha")
 
             endpoints.write_text(endpoints_yaml(tag, "beta"))
-            worker.process.send_signal(signal.SIGHUP)
+            worker.signal(signal.SIGHUP)
             await worker.wait_for_line("reloaded .*endpoints.yml")
             await produce(bootstrap, f"in-{tag}", [user_message("r1", "hello")])
             await reader.wait_for(2)
 
             endpoints.write_text(endpoints_yaml(tag, "gamma", api_key="sk-literal-key"))
-            worker.process.send_signal(signal.SIGHUP)
+            worker.signal(signal.SIGHUP)
             await worker.wait_for_line("reload refused.*api_key")
             await produce(bootstrap, f"in-{tag}", [user_message("r2", "hello")])
             records = await reader.wait_for(3)
     finally:
-        worker.process.send_signal(signal.SIGTERM)
-        code = await worker.finish()
+        code = await worker.stop()
     deployments = {routed(r)["message"]["sender_id"]: routed(r)["routing"]["llm"] for r in records}
     assert deployments["r0"]["deployment"] == "alpha"
     assert routed(records[0])["routing"]["reason"] == "llm_failure"
