@@ -37,6 +37,7 @@ def runtime_settings(app: AppConfig) -> RuntimeSettings:
         max_in_flight=kafka.max_in_flight,
         commit_interval=kafka.commit_interval,
         commit_count=kafka.commit_count,
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         session_ttl=kafka.session_ttl,
         shutdown_timeout=kafka.shutdown_timeout,
         rebalance_timeout=kafka.rebalance_timeout,

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from contracts.models import SessionReset, UserMessage, decode_input
 from worker.config.endpoints import Topics
 from worker.kafka.client_logs import quiet_client_logs
+from worker.kafka.partitioner import RememberingPartitioner
 from worker.kafka.topics import TopicLayoutError, ensure_topics
 from worker.routing.session import StickySession
 from worker.runtime.changelog import Sessions, restore_sessions, unchanged_since
@@ -56,6 +57,7 @@ class RuntimeSettings:
     rebalance_timeout: float = 10.0
     # The group coordinator's failure detection; Tansu also delays a join by half of it.
     session_timeout: float = 10.0
+    fetch_max_wait_ms: int = 100
     reconnect_backoff_max: float = 30.0
 
 
@@ -180,6 +182,7 @@ class RoutingWorker:
             enable_idempotence=False,
             linger_ms=5,
             max_batch_size=256 * 1024,
+            partitioner=RememberingPartitioner(),
         )
         self._publisher = Publisher(self._producer, self._topics)
         self._consumer = AIOKafkaConsumer(
@@ -191,6 +194,9 @@ class RoutingWorker:
             session_timeout_ms=int(settings.session_timeout * 1000),
             heartbeat_interval_ms=max(100, int(settings.session_timeout * 1000 / 3)),
             rebalance_timeout_ms=int((settings.rebalance_timeout + 5) * 1000),
+            # Tansu holds every fetch for the full wait even when records arrive; Kafka answers
+            # as soon as there are any. Either way this bounds an idle partition's added latency.
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
         self._restorer = AIOKafkaConsumer(
             **conn,
