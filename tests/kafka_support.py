@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from worker.config.endpoints import Topics
 from worker.runtime.coexistence_router import CoexistenceRouter
@@ -79,22 +79,54 @@ class TopicReader:
     async def __aexit__(self, *exc: object) -> None:
         await self._consumer.stop()
 
+    async def _poll(self, timeout: float) -> None:
+        batch = await self._consumer.getmany(timeout_ms=int(max(0.01, min(timeout, 0.5)) * 1000))
+        for records in batch.values():
+            self.records.extend(records)
+
+    async def wait_until(
+        self,
+        predicate: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+        what: str,
+        timeout: float = 30.0,
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        """Read until `predicate(records)` holds; bounded by `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate(self.records):
+            left = deadline - loop.time()
+            if left <= 0:
+                raise AssertionError(
+                    f"not {what} within {timeout}s ({len(self.records)} records read)"
+                )
+            await self._poll(left)
+        return self.records
+
     async def wait_for(
         self, count: int, timeout: float = 30.0
     ) -> list[ConsumerRecord[bytes, bytes]]:
         """Wait until at least `count` records arrived in total; bounded by `timeout`."""
+        return await self.wait_until(lambda r: len(r) >= count, f"{count} records", timeout)
+
+    async def read_to_end(self, timeout: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
+        """Everything the topics hold now (for topics nobody writes to any more).
+
+        The end is each partition's high watermark as reported by a fetch: Tansu's ListOffsets
+        is short for multi-record batches.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while len(self.records) < count:
+        while True:
+            assigned: set[TopicPartition] = self._consumer.assignment()
+            ends = {tp: self._consumer.highwater(tp) for tp in assigned}
+            if assigned and all(end is not None for end in ends.values()):
+                positions = {tp: await self._consumer.position(tp) for tp in assigned}
+                if all(positions[tp] >= (ends[tp] or 0) for tp in assigned):
+                    return self.records
             left = deadline - loop.time()
             if left <= 0:
-                raise AssertionError(
-                    f"only {len(self.records)} of {count} records arrived within {timeout}s"
-                )
-            batch = await self._consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
-            for records in batch.values():
-                self.records.extend(records)
-        return self.records
+                raise AssertionError(f"topics not read to their end within {timeout}s")
+            await self._poll(left)
 
     def by_topic(self, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
         return [r for r in self.records if r.topic == topic]

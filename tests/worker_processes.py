@@ -24,7 +24,7 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
 from tests.kafka_support import unique_topics
 from worker.config.endpoints import Topics
@@ -292,77 +292,6 @@ async def wait_for_balanced_group(
 
     await until_logged(workers, balanced, timeout, "a balanced group")
     return {w.name: w.assignment or set() for w in workers}
-
-
-class TopicTail:
-    """Reads topics from the beginning, without a group, waiting on records by predicate."""
-
-    def __init__(self, bootstrap: str, *topics: str) -> None:
-        self._consumer = AIOKafkaConsumer(
-            *topics,
-            bootstrap_servers=bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            group_id=None,
-        )
-        self.records: list[ConsumerRecord[bytes, bytes]] = []
-
-    async def __aenter__(self) -> TopicTail:
-        await self._consumer.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._consumer.stop()
-
-    async def _poll(self, timeout: float) -> None:
-        batch = await self._consumer.getmany(timeout_ms=int(max(0.01, min(timeout, 0.5)) * 1000))
-        for records in batch.values():
-            self.records.extend(records)
-
-    async def wait_until(
-        self,
-        predicate: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
-        what: str,
-        timeout: float = 30.0,
-    ) -> list[ConsumerRecord[bytes, bytes]]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate(self.records):
-            left = deadline - loop.time()
-            if left <= 0:
-                raise AssertionError(
-                    f"not {what} within {timeout}s ({len(self.records)} records read)"
-                )
-            await self._poll(left)
-        return self.records
-
-    async def wait_for(
-        self, count: int, timeout: float = 30.0
-    ) -> list[ConsumerRecord[bytes, bytes]]:
-        return await self.wait_until(lambda r: len(r) >= count, f"{count} records", timeout)
-
-    async def read_to_end(self, timeout: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
-        """Everything the topics hold now (for topics nobody writes to any more).
-
-        The end is each partition's high watermark as reported by a fetch: Tansu's ListOffsets
-        is short for multi-record batches.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            assigned: set[TopicPartition] = self._consumer.assignment()
-            ends = {tp: self._consumer.highwater(tp) for tp in assigned}
-            if assigned and all(end is not None for end in ends.values()):
-                positions = {tp: await self._consumer.position(tp) for tp in assigned}
-                if all(positions[tp] >= (ends[tp] or 0) for tp in assigned):
-                    return self.records
-            left = deadline - loop.time()
-            if left <= 0:
-                raise AssertionError(f"topics not read to their end within {timeout}s")
-            await self._poll(left)
-
-    def on(self, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-        return [r for r in self.records if r.topic == topic]
 
 
 def value(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:

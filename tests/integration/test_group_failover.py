@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.kafka_support import Outgoing, produce, session_reset, user_message
+from tests.kafka_support import Outgoing, TopicReader, produce, session_reset, user_message
 from tests.worker_processes import (
     Outputs,
-    TopicTail,
     WorkerProcess,
     in_input_order_with_redeliveries,
     wait_for_balanced_group,
@@ -77,7 +76,7 @@ async def test_crash_and_newcomer_keep_every_message_its_decision_and_order(
     w1, w2, w3 = workers
     try:
         shares = await wait_for_balanced_group(workers, 6)
-        async with TopicTail(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+        async with TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
             first = [
                 r for i, s in enumerate(senders) for r in traffic.open(s, ["calm", "nlu"][i % 2])
             ]
@@ -102,7 +101,7 @@ async def test_crash_and_newcomer_keep_every_message_its_decision_and_order(
     assert shares["w2"] and later["w4"]  # w2 had partitions to lose, w4 got some
 
     # Everything the group published, now that nobody publishes any more.
-    async with TopicTail(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+    async with TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
         outputs = Outputs(await inbox.read_to_end())
     assert outputs.ids() == traffic.ids()
     duplicated = outputs.duplicated()
@@ -136,7 +135,7 @@ async def test_sessions_written_by_one_worker_are_honoured_by_another(
     workers = [a]
     try:
         await wait_for_balanced_group([a], 6)
-        async with TopicTail(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+        async with TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
             opening = [
                 r for i, s in enumerate(senders) for r in traffic.open(s, ["calm", "nlu"][i % 2])
             ]
@@ -190,7 +189,7 @@ async def test_a_worker_back_from_a_pause_does_not_reuse_stale_sessions(
     b = await WorkerProcess.start(bundle, "b")
     try:
         await wait_for_balanced_group([a, b], 4)
-        async with TopicTail(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+        async with TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
             opening = [r for s in senders for r in traffic.open(s, "calm")]
             await produce(bootstrap, bundle.topics.input, opening)
             await inbox.wait_for(len(opening))

@@ -5,10 +5,9 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from tests.kafka_support import produce, user_message
+from tests.kafka_support import TopicReader, produce, user_message
 from tests.worker_processes import (
     Outputs,
-    TopicTail,
     WorkerProcess,
     value,
     wait_for_balanced_group,
@@ -26,8 +25,8 @@ async def test_idle_session_expires_with_a_tombstone_and_the_next_message_is_rou
     try:
         await wait_for_balanced_group([worker], 6)
         async with (
-            TopicTail(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox,
-            TopicTail(bootstrap, bundle.topics.sessions) as changelog,
+            TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox,
+            TopicReader(bootstrap, bundle.topics.sessions) as changelog,
         ):
             await produce(
                 bootstrap,
@@ -80,7 +79,7 @@ async def test_worker_started_before_the_broker_routes_once_it_comes(tmp_path: P
         await produce(
             bootstrap, bundle.topics.input, [user_message("early", "send money", "transfer_money")]
         )
-        async with TopicTail(bootstrap, bundle.topics.calm) as inbox:
+        async with TopicReader(bootstrap, bundle.topics.calm) as inbox:
             [record] = await inbox.wait_for(1)
         assert value(record)["message"]["sender_id"] == "early"
         assert await worker.stop() == 0

@@ -12,12 +12,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.kafka_support import Outgoing, produce, session_reset, user_message
+from tests.kafka_support import Outgoing, TopicReader, produce, session_reset, user_message
 from tests.worker_processes import (
     LLM_MODEL,
     LlmMeter,
     Outputs,
-    TopicTail,
     WorkerProcess,
     value,
     wait_for_balanced_group,
@@ -65,7 +64,7 @@ async def test_senders_are_decided_concurrently_one_sender_in_order_within_the_b
             outgoing = [r for pair in zip(others, chatty, strict=False) for r in pair]
             outgoing += others[len(chatty) :]
             await produce(bootstrap, bundle.topics.input, outgoing)
-            async with TopicTail(bootstrap, bundle.topics.nlu) as inbox:
+            async with TopicReader(bootstrap, bundle.topics.nlu) as inbox:
                 records = await inbox.wait_for(len(outgoing))
             assert await worker.stop() == 0
         finally:
@@ -100,8 +99,8 @@ async def test_redelivered_decisions_are_replayed_without_a_second_llm_call(
     try:
         await wait_for_balanced_group([w1], 6)
         async with (
-            TopicTail(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox,
-            TopicTail(bootstrap, bundle.topics.sessions) as changelog,
+            TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox,
+            TopicReader(bootstrap, bundle.topics.sessions) as changelog,
         ):
             await produce(bootstrap, bundle.topics.input, first + second)
             await inbox.wait_for(len(first) + len(second))
@@ -167,7 +166,7 @@ async def test_sigterm_drains_in_flight_calls_and_commits_them(
         w1.signal(signal.SIGTERM)
         assert await w1.wait() == 0
         assert "draining in-flight messages" in w1.output
-        async with TopicTail(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+        async with TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
             drained = Outputs(await inbox.read_to_end())
         # Everything fetched was decided and published before the exit.
         assert drained.ids() == {sent(r)["message_id"] for r in first}
@@ -182,11 +181,11 @@ async def test_sigterm_drains_in_flight_calls_and_commits_them(
             for p in range(6)
         ]
         await produce(bootstrap, bundle.topics.input, markers)
-        async with TopicTail(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+        async with TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
             await inbox.wait_for(len(first) + len(markers))
         # Its drain flushes anything it might have re-emitted before the markers.
         assert await w2.stop() == 0
-        async with TopicTail(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+        async with TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
             everything = Outputs(await inbox.read_to_end())
     finally:
         for worker in workers:
@@ -216,7 +215,7 @@ async def test_shutdown_is_bounded_and_abandoned_work_is_redelivered(
         llm.script(LLM_MODEL, answer="A")
         w2 = await WorkerProcess.start(bundle, "w2")
         workers.append(w2)
-        async with TopicTail(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+        async with TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
             [record] = await inbox.wait_for(1)
         assert await w2.stop() == 0
     finally:
