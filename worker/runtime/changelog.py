@@ -44,7 +44,7 @@ def _input_offset(headers: Sequence[tuple[str, bytes]]) -> int | None:
 
 
 def session_from_record(record: SessionRecord) -> StickySession:
-    return StickySession(record.route, record.since_offset, record.seen_at, record.message_id)
+    return StickySession(record.route, record.since_offset, record.seen_at)
 
 
 @dataclass(slots=True)

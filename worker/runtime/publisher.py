@@ -52,11 +52,13 @@ class Publisher:
         session: StickySession | None,
         *,
         routing: Routing | None = None,
+        message_id: str | None = None,
         input_offset: int | None = None,
     ) -> Ack:
         """A session record (None: a tombstone) to the changelog partition numbered like the
         input partition, whatever partitioner the connectors used. `routing` is stored with
-        the record that opens a session, so a redelivery of its message gets it back."""
+        the record that opens a session, with that message's id, so a redelivery of the
+        message gets it back."""
         value = None
         if session is not None:
             session.written_at = session.seen_at
@@ -64,7 +66,7 @@ class Publisher:
                 SessionRecord(
                     route=session.route,
                     since_offset=session.since_offset,
-                    message_id=session.message_id,
+                    message_id=message_id,
                     routing=routing,
                     seen_at=session.seen_at,
                 )

@@ -394,10 +394,10 @@ class RoutingWorker:
             del part.sessions[sender]
             await write(None)
         elif after is not None and (session is None or session.route is not after):
-            opened = StickySession(after, record.offset, now, message.message_id)
+            opened = StickySession(after, record.offset, now)
             part.sessions[sender] = opened
             # The opening decision is stored with the session: a redelivery gets it back.
-            await write(opened, routing=routing)
+            await write(opened, routing=routing, message_id=message.message_id)
         elif session is not None:
             session.seen_at = now
             if self._needs_refresh(session, now):
