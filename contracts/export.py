@@ -223,6 +223,7 @@ def _component_schemas() -> dict[str, Any]:
         "description": INPUT_RECORD_DESCRIPTION,
         **union,
     }
+    schemas["SessionRecordHeaders"] = SESSION_RECORD_HEADERS
     schemas["DeadLetterHeaders"] = {
         "title": "DeadLetterHeaders",
         "description": "Headers naming the error and the record's source.",
@@ -230,6 +231,21 @@ def _component_schemas() -> dict[str, Any]:
     }
     return dict(sorted(schemas.items()))
 
+
+SESSION_RECORD_HEADERS: dict[str, Any] = {
+    "title": "SessionRecordHeaders",
+    "description": "Headers of every `routing-sessions` record, tombstones included.",
+    "type": "object",
+    "properties": {
+        models.INPUT_OFFSET_HEADER: {
+            "type": "string",
+            "pattern": "^[0-9]+$",
+            "description": "The `user-messages` offset (decimal text) of the message this "
+            "record was written for, in the input partition numbered like this record's.",
+        }
+    },
+}
+SESSION_RECORD_HEADERS_EXAMPLE = {models.INPUT_OFFSET_HEADER: "1207"}
 
 SENDER_KEY_SCHEMA: dict[str, Any] = {
     "type": "string",
@@ -317,18 +333,27 @@ def asyncapi_document() -> dict[str, Any]:
             "Session state",
             "The sender's sticky route (compacted changelog).",
             _ref("#/components/schemas/SessionRecord"),
-            [{"name": "calm-session", "payload": EXAMPLE_SESSION_RECORD}],
-            description="The latest record of a key is the sender's session. `since_offset` and "
-            "`routing` let a redelivered message get the decision it already got.",
+            [
+                {
+                    "name": "calm-session",
+                    "payload": EXAMPLE_SESSION_RECORD,
+                    "headers": SESSION_RECORD_HEADERS_EXAMPLE,
+                }
+            ],
+            description="The latest record of a key is the sender's session. `since_offset`, "
+            "`routing` and the `x-input-offset` header let a redelivered message get the "
+            "decision it already got.",
+            headers=_ref("#/components/schemas/SessionRecordHeaders"),
         ),
         "SessionTombstone": _message(
             "session_tombstone",
             "Session end (tombstone)",
             "A null value: the sender's session ended (reset, `/restart` or idle expiry).",
             {"type": "null"},
-            [{"name": "ended", "payload": None}],
+            [{"name": "ended", "payload": None, "headers": SESSION_RECORD_HEADERS_EXAMPLE}],
             description="The Kafka record value is null (no bytes, not the JSON text `null`); "
             "log compaction eventually removes the key.",
+            headers=_ref("#/components/schemas/SessionRecordHeaders"),
         ),
         "DeadLetter": _message(
             "dead_letter",

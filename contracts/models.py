@@ -186,6 +186,10 @@ class SessionRecord(BaseModel):
 
 session_record_adapter: TypeAdapter[SessionRecord] = TypeAdapter(SessionRecord)
 
+# Header of every `routing-sessions` record (tombstones too): the input offset it was written
+# for, so a restore knows which records describe messages that may still be redelivered.
+INPUT_OFFSET_HEADER = "x-input-offset"
+
 
 def encode_session(record: SessionRecord) -> bytes:
     return orjson.dumps(record.model_dump(mode="json", exclude_none=True))

@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
-from contracts.models import SessionRecord, session_record_adapter
+from contracts.models import INPUT_OFFSET_HEADER, SessionRecord, session_record_adapter
 from worker.routing.session import StickySession
 from worker.runtime.replay import ChangelogEvent, Replay, SenderHistory
 
 log = logging.getLogger(__name__)
 
 Sessions = dict[str, StickySession]
-
-INPUT_OFFSET_HEADER = "x-input-offset"
 
 
 def input_offset_headers(offset: int | None) -> list[tuple[str, bytes]]:
