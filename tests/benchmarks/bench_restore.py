@@ -27,20 +27,22 @@ from typing import Any
 
 from tests.benchmarks.common import (
     ROOT,
+    Headers,
     child_env,
     create_topics,
     emit,
     parse_result,
+    produce_all,
     python_module_command,
     sender_ids,
     tag,
 )
 
 
-def changelog_records(count: int, partitions: int) -> Iterator[tuple[bytes, bytes, Any]]:
+def changelog_records(count: int, partitions: int) -> Iterator[tuple[bytes, bytes, Headers]]:
     from contracts.models import Reason, Route, RouterName, Routing, SessionRecord, encode_session
+    from worker.runtime.changelog import input_offset_headers
 
-    headers_for = _header_writer()
     now = time.time()
     senders = sender_ids(count, seed=3)
     for i, sender in enumerate(senders):
@@ -63,46 +65,19 @@ def changelog_records(count: int, partitions: int) -> Iterator[tuple[bytes, byte
                 seen_at=now,
             )
         )
-        yield sender.encode(), value, headers_for(offset)
-
-
-def _header_writer() -> Any:
-    """The header the worker puts on a changelog record, where this version has one."""
-    from worker.runtime import changelog
-
-    writer = getattr(changelog, "input_offset_headers", None)
-    if writer is None:
-        return lambda offset: None
-    return writer
+        yield sender.encode(), value, input_offset_headers(offset)
 
 
 async def produce_changelog(bootstrap: str, topic: str, count: int, partitions: int) -> float:
-    from aiokafka import AIOKafkaProducer
-
     await create_topics(bootstrap, [topic], partitions)
     started = time.perf_counter()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=False,
-        linger_ms=20,
-        max_batch_size=512 * 1024,
+    await produce_all(
+        bootstrap,
+        topic,
+        changelog_records(count, partitions),
+        partition_of=lambda i: i % partitions,
+        chunk=20000,
     )
-    await producer.start()
-    try:
-        pending: list[asyncio.Future[Any]] = []
-        for i, (key, value, headers) in enumerate(changelog_records(count, partitions)):
-            pending.append(
-                await producer.send(
-                    topic, value, key=key, partition=i % partitions, headers=headers
-                )
-            )
-            if len(pending) >= 20000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
     return time.perf_counter() - started
 
 
@@ -150,7 +125,7 @@ async def restore(
     del consumer
     gc.collect()
     after = rss()
-    sessions = [getattr(r, "sessions", r) for r in restored.values()]
+    sessions = [r.sessions for r in restored.values()]
     count = sum(len(s) for s in sessions)
     return {
         "sessions": count,

@@ -163,13 +163,17 @@ def llm_messages(count: int, senders: int, seed: int = 11) -> Iterator[tuple[byt
         yield sender.encode(), orjson.dumps(body)
 
 
+Headers = list[tuple[str, bytes]]
+
 # ---- Kafka helpers ----------------------------------------------------------------------------
 
 
 async def produce_all(
     bootstrap: str,
     topic: str,
-    records: Iterable[tuple[bytes | None, bytes | None]],
+    records: Iterable[
+        tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, Headers]
+    ],
     *,
     partition_of: Callable[[int], int] | None = None,
     chunk: int = 5000,
@@ -195,9 +199,12 @@ async def produce_all(
                 ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
             pending.clear()
 
-        for i, (key, value) in enumerate(records):
+        for i, (key, value, *extra) in enumerate(records):
             partition = partition_of(i) if partition_of is not None else None
-            pending.append(await producer.send(topic, value, key=key, partition=partition))
+            headers = extra[0] if extra else None
+            pending.append(
+                await producer.send(topic, value, key=key, partition=partition, headers=headers)
+            )
             if len(pending) >= chunk:
                 await settle()
         await settle()
