@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from contracts.models import UserMessage
+from worker.llm.gateway import GatewayRegistry
+from worker.llm.router_call import ask_router
 from worker.routing.decision import RoutingDecision
 from worker.routing.flows import FlowTriggers
 from worker.routing.prompt import RouterPrompt
@@ -12,9 +12,6 @@ from worker.routing.router_config import IntentBasedRouterConfig, RouterConfig
 from worker.routing.rules import decide_by_intent, decide_by_llm, route_without_router
 from worker.routing.session import StickySession
 from worker.runtime.nlu_client import NluServer
-
-if TYPE_CHECKING:
-    from worker.llm.gateway import GatewayRegistry
 
 
 class CoexistenceRouter:
@@ -44,8 +41,6 @@ class CoexistenceRouter:
             return await self._decide_by_intent(message, self.config)
         assert self._prompt is not None and self._gateways is not None
         assert self._model_group is not None
-        from worker.llm.router_call import ask_router
-
         gateway = self._gateways.get(self._model_group)
         answer, call, failed = await ask_router(gateway, self._prompt.render(message.text))
         return decide_by_llm(answer, call, failed=failed)
