@@ -33,8 +33,23 @@ class CoexistenceRouter:
         if self._prompt is not None and (gateways is None or model_group is None):
             raise ValueError("an LLMBasedRouter needs a model group")
 
-    async def decide(self, session: StickySession | None, message: UserMessage) -> RoutingDecision:
+    def decide_now(
+        self, session: StickySession | None, message: UserMessage
+    ) -> RoutingDecision | None:
+        """The decision when it needs nothing fetched (nearly every intent-routed message, and
+        every sticky one), else None: then `decide` must wait for the NLU server or the LLM."""
         decision = route_without_router(session, message.text, self.config, self.triggers)
+        if decision is not None:
+            return decision
+        config = self.config
+        if isinstance(config, IntentBasedRouterConfig):
+            if message.parse_data is not None or self._nlu is None:
+                intent = message.parse_data.intent if message.parse_data is not None else None
+                return decide_by_intent(intent, config, self.triggers, nlu_failed=False)
+        return None
+
+    async def decide(self, session: StickySession | None, message: UserMessage) -> RoutingDecision:
+        decision = self.decide_now(session, message)
         if decision is not None:
             return decision
         if isinstance(self.config, IntentBasedRouterConfig):
@@ -48,13 +63,10 @@ class CoexistenceRouter:
     async def _decide_by_intent(
         self, message: UserMessage, config: IntentBasedRouterConfig
     ) -> RoutingDecision:
-        parse_data = message.parse_data
-        nlu_failed = False
-        if parse_data is None and self._nlu is not None:
-            parse_data = await self._nlu.parse(message.text, message.message_id)
-            nlu_failed = parse_data is None
+        assert self._nlu is not None  # decide_now answered every other case
+        parse_data = await self._nlu.parse(message.text, message.message_id)
         intent = parse_data.intent if parse_data is not None else None
-        return decide_by_intent(intent, config, self.triggers, nlu_failed=nlu_failed)
+        return decide_by_intent(intent, config, self.triggers, nlu_failed=parse_data is None)
 
     async def close(self) -> None:
         if self._nlu is not None:

@@ -30,6 +30,7 @@ from worker.config.endpoints import Topics
 from worker.kafka.client_logs import quiet_client_logs
 from worker.kafka.partitioner import RememberingPartitioner
 from worker.kafka.topics import TopicLayoutError, ensure_topics
+from worker.routing.decision import RoutingDecision
 from worker.routing.session import StickySession
 from worker.runtime.changelog import Sessions, restore_sessions, unchanged_since
 from worker.runtime.coexistence_router import CoexistenceRouter
@@ -308,8 +309,27 @@ class RoutingWorker:
             pending.acks.append(await self._publisher.dead_letter(record, exc))
             self._decided(pending)
             return
+        item = Inbound(record, message, pending)
         part.undecided += 1
-        part.lanes.submit(message.sender_id, Inbound(record, message, pending))
+        decision = self._decision_now(part, message)
+        if decision is not None:
+            # Nothing to wait for: decided here, in fetch order, without a lane task.
+            await self._handle(part, item, decision)
+        else:
+            part.lanes.submit(message.sender_id, item)
+
+    def _decision_now(
+        self, part: AssignedPartition, message: UserMessage | SessionReset
+    ) -> RoutingDecision | SessionReset | None:
+        """What to do with a message when it needs no waiting: its partition is restored, no
+        earlier message of its sender is still in its lane, it is no redelivery, and the
+        router decides without I/O."""
+        sender = message.sender_id
+        if not part.restored.is_set() or part.lanes.busy(sender) or sender in part.replay:
+            return None
+        if isinstance(message, SessionReset):
+            return message
+        return self.router.decide_now(part.sessions.get(sender), message)
 
     @staticmethod
     def _decode(record: ConsumerRecord[bytes, bytes]) -> UserMessage | SessionReset:
@@ -325,14 +345,19 @@ class RoutingWorker:
 
     # ---- deciding and publishing -----------------------------------------------------------
 
-    async def _handle(self, part: AssignedPartition, item: Inbound) -> None:
+    async def _handle(
+        self,
+        part: AssignedPartition,
+        item: Inbound,
+        decision: RoutingDecision | SessionReset | None = None,
+    ) -> None:
         assert self._publisher is not None
         try:
             await part.restored.wait()
             if isinstance(item.message, SessionReset):
                 await self._reset(part, item)
             else:
-                await self._route(part, item, item.message)
+                await self._route(part, item, item.message, decision)
         except asyncio.CancelledError:
             # Abandoned: the offset stays undecided, so it is never committed past.
             raise
@@ -364,7 +389,13 @@ class RoutingWorker:
         part.sessions.pop(sender, None)
         item.pending.acks.append(await self._write_session(part, sender, None, input_offset=offset))
 
-    async def _route(self, part: AssignedPartition, item: Inbound, message: UserMessage) -> None:
+    async def _route(
+        self,
+        part: AssignedPartition,
+        item: Inbound,
+        message: UserMessage,
+        decided: RoutingDecision | SessionReset | None,
+    ) -> None:
         assert self._publisher is not None
         publisher, record, pending = self._publisher, item.record, item.pending
         sender = message.sender_id
@@ -380,7 +411,10 @@ class RoutingWorker:
             pending.acks.append(await publisher.routed(record, sender, routing))
             return
         session = part.sessions.get(sender)
-        decision = await self.router.decide(session, message)
+        if isinstance(decided, RoutingDecision):
+            decision = decided
+        else:
+            decision = await self.router.decide(session, message)
         routing = decision.to_routing(now)
         after = decision.session_after
 
