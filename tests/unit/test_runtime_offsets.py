@@ -12,13 +12,13 @@ from worker.runtime.offsets import DeliveryFailed, OffsetTracker
 async def test_only_the_contiguous_complete_prefix_is_committable() -> None:
     tracker = OffsetTracker()
     first, second, third = (tracker.track(o) for o in (10, 11, 12))
-    ack: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     second.decided = third.decided = True
     assert tracker.committable() is None  # 10 is not decided: nothing past it
     first.decided = True
     first.acks.append(ack)
     assert tracker.committable() is None  # decided, but its output is not acknowledged
-    ack.set_result(None)
+    ack.set_result(1)
     assert tracker.committable() == 13
     assert len(tracker) == 0
 
@@ -37,7 +37,7 @@ async def test_an_unacknowledged_record_stops_every_commit_past_it() -> None:
     tracker = OffsetTracker()
     failed = tracker.track(5)
     failed.decided = True
-    ack: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     ack.set_exception(RuntimeError("broker said no"))
     failed.acks.append(ack)
     tracker.track(6).decided = True
@@ -45,27 +45,13 @@ async def test_an_unacknowledged_record_stops_every_commit_past_it() -> None:
         tracker.committable()
 
 
-async def test_completion_is_reported_once_every_ack_is_in() -> None:
+async def test_an_ack_shared_by_several_offsets_is_outstanding_once() -> None:
     loop = asyncio.get_running_loop()
     tracker = OffsetTracker()
-    pending = tracker.track(0)
-    acks: list[asyncio.Future[object]] = [loop.create_future(), loop.create_future()]
-    pending.acks.extend(acks)
-    pending.decided = True
-    done = asyncio.Event()
-    calls: list[int] = []
-
-    def completed() -> None:
-        calls.append(0)
-        done.set()
-
-    pending.when_complete(completed)
-    acks[0].set_result(None)
-    await asyncio.sleep(0)  # callbacks run on the next loop iteration
-    assert calls == []
-    acks[1].set_result(None)
-    await asyncio.wait_for(done.wait(), 1)
-    assert calls == [0]
-    immediate: list[int] = []
-    tracker.track(1).when_complete(lambda: immediate.append(1))  # nothing outstanding
-    assert immediate == [1]
+    batch: asyncio.Future[int] = loop.create_future()  # one outbox batch, two input offsets
+    other: asyncio.Future[int] = loop.create_future()
+    tracker.track(0).acks.append(batch)
+    tracker.track(1).acks.extend([batch, other])
+    assert tracker.acks_outstanding() == [batch, other]
+    batch.set_result(2)
+    assert tracker.acks_outstanding() == [other]

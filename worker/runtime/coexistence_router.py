@@ -41,11 +41,10 @@ class CoexistenceRouter:
         decision = route_without_router(session, message.text, self.config, self.triggers)
         if decision is not None:
             return decision
-        config = self.config
-        if isinstance(config, IntentBasedRouterConfig):
-            if message.parse_data is not None or self._nlu is None:
-                intent = message.parse_data.intent if message.parse_data is not None else None
-                return decide_by_intent(intent, config, self.triggers, nlu_failed=False)
+        parse_data, config = message.parse_data, self.config
+        if isinstance(config, IntentBasedRouterConfig) and (parse_data or self._nlu is None):
+            intent = parse_data.intent if parse_data is not None else None
+            return decide_by_intent(intent, config, self.triggers, nlu_failed=False)
         return None
 
     async def decide(self, session: StickySession | None, message: UserMessage) -> RoutingDecision:

@@ -7,9 +7,9 @@ committing past an incomplete one would lose it in a crash.
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
-from collections.abc import Callable
+
+from worker.kafka.outbox import Ack
 
 
 class PendingOffset:
@@ -18,7 +18,8 @@ class PendingOffset:
     def __init__(self, offset: int) -> None:
         self.offset = offset
         self.decided = False
-        self.acks: list[asyncio.Future[object]] = []
+        # Outbox acks, often shared: every record of a batch has the same one.
+        self.acks: list[Ack] = []
 
     def complete(self) -> bool:
         return self.decided and all(ack.done() for ack in self.acks)
@@ -28,26 +29,6 @@ class PendingOffset:
             if ack.done() and not ack.cancelled() and ack.exception() is not None:
                 return ack.exception()
         return None
-
-    def when_complete(self, callback: Callable[[], None]) -> None:
-        """Call `callback` once every ack is in (at once when there is none outstanding).
-
-        Call after the decision is made: it is what makes an offset count towards a commit batch.
-        """
-        outstanding = [ack for ack in self.acks if not ack.done()]
-        if not outstanding:
-            callback()
-            return
-        left = len(outstanding)
-
-        def one_done(_: asyncio.Future[object]) -> None:
-            nonlocal left
-            left -= 1
-            if left == 0:
-                callback()
-
-        for ack in outstanding:
-            ack.add_done_callback(one_done)
 
 
 class DeliveryFailed(RuntimeError):
@@ -89,5 +70,6 @@ class OffsetTracker:
             return None
         return self.position
 
-    def acks_outstanding(self) -> list[asyncio.Future[object]]:
-        return [ack for pending in self._pending for ack in pending.acks if not ack.done()]
+    def acks_outstanding(self) -> list[Ack]:
+        outstanding = {ack: None for pending in self._pending for ack in pending.acks}
+        return [ack for ack in outstanding if not ack.done()]

@@ -6,10 +6,9 @@ offset it belongs to, which is committed only once all of them are in (acks=all)
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
 from contracts.models import (
@@ -21,17 +20,16 @@ from contracts.models import (
     encode_session,
 )
 from worker.config.endpoints import Topics
+from worker.kafka.outbox import Ack, Outbox
 from worker.routing.session import StickySession
 from worker.runtime.changelog import input_offset_headers
 
 log = logging.getLogger(__name__)
 
-Ack = asyncio.Future[object]
-
 
 class Publisher:
-    def __init__(self, producer: AIOKafkaProducer, topics: Topics) -> None:
-        self._producer = producer
+    def __init__(self, outbox: Outbox, topics: Topics) -> None:
+        self._outbox = outbox
         self._topics = topics
 
     async def routed(
@@ -40,10 +38,9 @@ class Publisher:
         """The input message unchanged under `message`, plus `routing`, to the route's inbox."""
         assert record.value is not None
         topic = self._topics.calm if routing.route is Route.CALM else self._topics.nlu
-        ack: Ack = await self._producer.send(
+        return await self._outbox.add(
             topic, encode_routed(record.value, routing), key=sender.encode()
         )
-        return ack
 
     async def session(
         self,
@@ -71,14 +68,13 @@ class Publisher:
                     seen_at=session.seen_at,
                 )
             )
-        ack: Ack = await self._producer.send(
+        return await self._outbox.add(
             self._topics.sessions,
             value,
             key=sender.encode(),
             partition=partition,
             headers=input_offset_headers(input_offset),
         )
-        return ack
 
     async def dead_letter(self, record: ConsumerRecord[bytes, bytes], error: BaseException) -> Ack:
         """The original key and bytes, with headers naming the error and the source."""
@@ -90,10 +86,9 @@ class Publisher:
             source_offset=record.offset,
         )
         log.warning("dead-lettered %s: %s", where(record), letter.error_message)
-        ack: Ack = await self._producer.send(
+        return await self._outbox.add(
             self._topics.dlq, record.value, key=record.key, headers=letter.to_headers()
         )
-        return ack
 
 
 def where(record: ConsumerRecord[bytes, bytes]) -> str:

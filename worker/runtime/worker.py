@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from contracts.models import SessionReset, UserMessage, decode_input
 from worker.config.endpoints import Topics
 from worker.kafka.client_logs import quiet_client_logs
-from worker.kafka.partitioner import RememberingPartitioner
+from worker.kafka.outbox import Ack, Outbox
 from worker.kafka.topics import TopicLayoutError, ensure_topics
 from worker.routing.decision import RoutingDecision
 from worker.routing.session import StickySession
@@ -36,7 +36,7 @@ from worker.runtime.changelog import Sessions, restore_sessions, unchanged_since
 from worker.runtime.coexistence_router import CoexistenceRouter
 from worker.runtime.lanes import SenderLanes
 from worker.runtime.offsets import DeliveryFailed, OffsetTracker, PendingOffset
-from worker.runtime.publisher import Ack, Publisher, where
+from worker.runtime.publisher import Publisher, where
 from worker.runtime.replay import Replay, SenderHistory
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,7 @@ class AssignedPartition:
 
     def changelog_written(self, ack: Ack) -> None:
         if not ack.cancelled() and ack.exception() is None:
-            metadata: Any = ack.result()
-            self.changelog_end = max(self.changelog_end, int(metadata.offset) + 1)
+            self.changelog_end = max(self.changelog_end, ack.result())
 
     def history(self, sender: str, offset: int) -> SenderHistory | None:
         """The sender's replay history while `offset` is a redelivery decided before."""
@@ -134,7 +133,7 @@ class RoutingWorker:
         self._progress = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._commit_due = asyncio.Event()
-        self._completed = 0  # offsets completed since the last commit
+        self._decided_since_commit = 0
         self._failure: BaseException | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -183,9 +182,9 @@ class RoutingWorker:
             enable_idempotence=False,
             linger_ms=5,
             max_batch_size=256 * 1024,
-            partitioner=RememberingPartitioner(),
         )
-        self._publisher = Publisher(self._producer, self._topics)
+        outbox = Outbox(self._producer)
+        self._publisher = Publisher(outbox, self._topics)
         self._consumer = AIOKafkaConsumer(
             **conn,
             group_id=settings.group_id,
@@ -242,6 +241,9 @@ class RoutingWorker:
             # all of it within one more shutdown_timeout, even with the broker gone.
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.settings.shutdown_timeout
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(outbox.flush(), self.settings.shutdown_timeout / 2)
+            await outbox.close()
             for client in reversed(started):
                 try:
                     await asyncio.wait_for(client.stop(), max(0.1, deadline - loop.time()))
@@ -374,11 +376,8 @@ class RoutingWorker:
 
     def _decided(self, pending: PendingOffset) -> None:
         pending.decided = True
-        pending.when_complete(self._count_completion)
-
-    def _count_completion(self) -> None:
-        self._completed += 1
-        if self._completed >= self.settings.commit_count:
+        self._decided_since_commit += 1
+        if self._decided_since_commit >= self.settings.commit_count:
             self._commit_due.set()
 
     async def _reset(self, part: AssignedPartition, item: Inbound) -> None:
@@ -476,8 +475,14 @@ class RoutingWorker:
                     waiter.cancel()
             if stop.is_set():
                 return  # the drain commits
+            by_count = self._commit_due.is_set()
             self._commit_due.clear()
-            self._completed = 0
+            self._decided_since_commit = 0
+            if by_count:
+                # Commit the full count once its records are in, not a round later.
+                acks = [a for p in self._partitions.values() for a in p.offsets.acks_outstanding()]
+                if acks:
+                    await asyncio.wait(acks, timeout=self.settings.commit_interval)
             try:
                 await self._commit(list(self._partitions))
             except DeliveryFailed as exc:

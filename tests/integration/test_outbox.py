@@ -1,0 +1,94 @@
+"""The outbox on the real broker: batches per topic partition, in order, one ack per batch."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+
+from tests.kafka_support import TopicReader
+from worker.kafka.outbox import Outbox
+
+
+async def new_topic(bootstrap: str, partitions: int) -> str:
+    topic = f"outbox-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+    return topic
+
+
+def producer(bootstrap: str, **extra: object) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, **extra
+    )
+
+
+async def test_records_arrive_in_add_order_in_the_partition_of_their_key(bootstrap: str) -> None:
+    topic = await new_topic(bootstrap, 3)
+    client = producer(bootstrap)
+    await client.start()
+    outbox = Outbox(client)
+    keys = [f"sender-{i % 7}".encode() for i in range(60)]
+    try:
+        acks = [
+            await outbox.add(topic, f"{i}".encode(), key=key, headers=[("n", f"{i}".encode())])
+            for i, key in enumerate(keys)
+        ]
+        ends = [await ack for ack in acks]
+    finally:
+        await client.stop()
+    # Every record of a batch shares its ack: far fewer acks than records.
+    assert len(set(map(id, acks))) < len(acks)
+    async with TopicReader(bootstrap, topic) as reader:
+        records = await reader.wait_for(60)
+    default = DefaultPartitioner()
+    for record in records:
+        i = int(record.value or b"")
+        assert record.key == keys[i]
+        assert record.headers == (("n", f"{i}".encode()),)
+        assert record.partition == default(keys[i], [0, 1, 2], [0, 1, 2])  # Kafka's murmur2
+        assert ends[i] > record.offset  # an ack is the offset past its batch's last record
+    for partition in range(3):
+        numbers = [int(r.value or b"") for r in records if r.partition == partition]
+        assert numbers == sorted(numbers)
+
+
+async def test_full_batches_follow_each_other_in_order(bootstrap: str) -> None:
+    topic = await new_topic(bootstrap, 1)
+    client = producer(bootstrap, max_batch_size=1024)  # a few records per batch
+    await client.start()
+    outbox = Outbox(client, queued_batches=1)  # `add` waits for the producer to take batches
+    try:
+        acks = [
+            await outbox.add(topic, f"{i:04d}".encode() * 20, key=None, partition=0)
+            for i in range(300)
+        ]
+        ends = [await ack for ack in acks]
+    finally:
+        await client.stop()
+    assert ends == sorted(ends) and ends[-1] >= 300 and len(set(ends)) > 10
+    async with TopicReader(bootstrap, topic) as reader:
+        records = await reader.wait_for(300)
+    assert [r.value for r in records] == [f"{i:04d}".encode() * 20 for i in range(300)]
+
+
+async def test_closing_fails_the_records_not_handed_over(bootstrap: str) -> None:
+    topic = await new_topic(bootstrap, 1)
+    client = producer(bootstrap)
+    await client.start()
+    outbox = Outbox(client)
+    try:
+        ack = await outbox.add(topic, b"never sent", key=b"k", partition=0)
+        await outbox.close()  # before the outbox's hand-over ever ran
+        with pytest.raises(KafkaError, match="outbox closed"):
+            await ack
+    finally:
+        await client.stop()
