@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 from pathlib import Path
 
+from worker import eventloop
 from worker.config.app_config import validate_files
 from worker.config.errors import ConfigError
 from worker.kafka.topics import TopicLayoutError
@@ -65,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from worker.demo import run_demo
 
-        return asyncio.run(run_demo(args.router))
+        return eventloop.run(run_demo(args.router))
     from worker.service import serve
 
     try:
-        asyncio.run(serve(args.config, args.endpoints, args.flows, os.environ))
+        eventloop.run(serve(args.config, args.endpoints, args.flows, os.environ))
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)

@@ -41,6 +41,8 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
+from worker import eventloop
+
 __all__ = ["DEFAULT_SCRIPT", "FakeLLMServer", "FakeRequest", "main"]
 
 # `script(DEFAULT_SCRIPT, ...)` changes how every deployment without a script of its own answers;
@@ -802,7 +804,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="ACCESS_KEY_ID:SECRET",
         help="check Bedrock SigV4 signatures against these credentials (repeatable)",
     )
-    asyncio.run(_serve_forever(parser.parse_args(argv)))
+    eventloop.run(_serve_forever(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

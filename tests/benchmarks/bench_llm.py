@@ -20,8 +20,8 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from tests.benchmarks.common import (
     emit,
@@ -32,6 +32,9 @@ from tests.benchmarks.common import (
     stop_profiler,
     timed_worker_run,
 )
+from worker import eventloop
+
+T = TypeVar("T")
 
 DEPLOYMENTS = ("gpt-4o-mini-eu", "gpt-4o-mini-us", "gpt-4o-mini-asia")
 GROUP_ID = "router-llm"
@@ -48,8 +51,12 @@ ROUTER_SETTINGS = {
 
 
 class NetworkGuard:
-    """An audit hook that refuses (and counts) every connection or name lookup that is not for a
-    loopback address: the benchmark talks to the fake LLM and the broker only."""
+    """Refuses (and counts) every connection or name lookup that is not for a loopback address:
+    the benchmark talks to the fake LLM and the broker only.
+
+    Python's audit hook sees what goes through the socket module (asyncio's own loop, blocking
+    clients). uvloop connects and resolves in libuv, where no audit event is raised: on uvloop
+    the loop itself is guarded too (`loop_factory`)."""
 
     def __init__(self) -> None:
         self.refused: list[str] = []
@@ -72,21 +79,64 @@ class NetworkGuard:
         except ValueError:
             return False
 
-    def _hook(self, event: str, args: tuple[Any, ...]) -> None:
-        host: object = None
-        if event == "socket.getaddrinfo":
-            host = args[0]
-        elif event == "socket.connect":
-            address = args[1]
-            if isinstance(address, tuple) and address:
-                host = address[0]
-            else:
-                return  # unix sockets
-        else:
-            return
+    def check(self, event: str, host: object) -> None:
         if not self._loopback(host):
             self.refused.append(f"{event} {host!r}")
             raise PermissionError(f"benchmark: no network beyond loopback ({host!r})")
+
+    def _hook(self, event: str, args: tuple[Any, ...]) -> None:
+        if event == "socket.getaddrinfo":
+            self.check(event, args[0])
+        elif event == "socket.connect":
+            address = args[1]
+            if isinstance(address, tuple) and address:  # not a unix socket
+                self.check(event, address[0])
+
+    def loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop]:
+        """The project's loop (worker.eventloop); uvloop's with its connects and lookups
+        checked here, since they never reach the audit hook."""
+        factory = eventloop.loop_factory()
+        if factory is asyncio.new_event_loop:
+            return factory
+        import uvloop
+
+        guard = self
+
+        class GuardedLoop(uvloop.Loop):  # type: ignore[misc]
+            async def create_connection(  # type: ignore[override]
+                self, protocol_factory: Any, host: Any = None, port: Any = None, **kw: Any
+            ) -> Any:
+                if kw.get("sock") is None:
+                    guard.check("loop.create_connection", host)
+                return await super().create_connection(protocol_factory, host, port, **kw)
+
+            async def getaddrinfo(self, host: Any, port: Any, **kw: Any) -> Any:  # type: ignore[override]
+                guard.check("loop.getaddrinfo", host)
+                return await super().getaddrinfo(host, port, **kw)
+
+            async def sock_connect(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+                if isinstance(address, tuple) and address:
+                    guard.check("loop.sock_connect", address[0])
+                await super().sock_connect(sock, address)
+
+            async def create_datagram_endpoint(  # type: ignore[override]
+                self,
+                protocol_factory: Any,
+                local_addr: Any = None,
+                remote_addr: Any = None,
+                **kw: Any,
+            ) -> Any:
+                if remote_addr is not None:
+                    guard.check("loop.create_datagram_endpoint", remote_addr[0])
+                return await super().create_datagram_endpoint(
+                    protocol_factory, local_addr, remote_addr, **kw
+                )
+
+        return GuardedLoop
+
+    def run(self, main: Coroutine[Any, Any, T]) -> T:
+        with asyncio.Runner(loop_factory=self.loop_factory()) as runner:
+            return runner.run(main)
 
 
 # ---- the model group --------------------------------------------------------------------------
@@ -182,10 +232,14 @@ async def litellm_client(url: str, prompt: str) -> tuple[Call, Callable[[], Awai
 
 
 async def run_client(
-    impl: str, url: str, seconds: float, warmup: float, concurrency: int, profile: str | None
+    guard: NetworkGuard,
+    impl: str,
+    url: str,
+    seconds: float,
+    warmup: float,
+    concurrency: int,
+    profile: str | None,
 ) -> dict[str, Any]:
-    guard = NetworkGuard()
-    guard.install()
     prompt = router_prompt("can you tell me a joke about bank transfers?")
     factory = gateway_client if impl == "gateway" else litellm_client
     call, close = await factory(url, prompt)
@@ -223,6 +277,7 @@ async def run_client(
     latencies.sort()
     return {
         "impl": impl,
+        "loop": eventloop.loop_name(loop),
         "calls": calls,
         "seconds": round(t1 - t0, 3),
         "calls_per_s": round(calls / (t1 - t0), 1),
@@ -239,6 +294,7 @@ async def run_client(
 
 
 async def run_worker(
+    guard: NetworkGuard,
     bootstrap: str,
     url: str,
     messages: int,
@@ -255,8 +311,6 @@ async def run_worker(
     from worker.runtime.coexistence_router import CoexistenceRouter
     from worker.runtime.worker import RuntimeSettings
 
-    guard = NetworkGuard()
-    guard.install()
     run = uuid.uuid4().hex[:8]
     topics = Topics(
         input=f"llm-in-{run}",
@@ -290,6 +344,7 @@ async def run_worker(
     rate = messages / (t1 - t0)
     bound = in_flight / LLM_LATENCY
     return {
+        "loop": eventloop.loop_name(asyncio.get_running_loop()),
         "messages": messages,
         "senders": senders,
         "in_flight": in_flight,
@@ -325,15 +380,24 @@ def main() -> None:
     worker.add_argument("--profile")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    guard = NetworkGuard()
+    guard.install()
     if args.command == "client":
-        result = asyncio.run(
+        result = guard.run(
             run_client(
-                args.impl, args.url, args.seconds, args.warmup, args.concurrency, args.profile
+                guard,
+                args.impl,
+                args.url,
+                args.seconds,
+                args.warmup,
+                args.concurrency,
+                args.profile,
             )
         )
     else:
-        result = asyncio.run(
+        result = guard.run(
             run_worker(
+                guard,
                 args.bootstrap,
                 args.url,
                 args.messages,

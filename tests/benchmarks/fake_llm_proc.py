@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import sys
 
+from worker import eventloop
 from worker.fake_llm import DEFAULT_SCRIPT, FakeLLMServer
 
 
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--answer", default="B")
     args = parser.parse_args()
-    asyncio.run(serve(args.latency, args.answer))
+    eventloop.run(serve(args.latency, args.answer))
 
 
 if __name__ == "__main__":
