@@ -389,3 +389,58 @@ async def test_registry_carries_local_cooldowns_across_a_reload(fake: FakeLLMSer
     assert fake.count("first") == 1
     assert states[0] is states[1]
     await registry.close()
+
+
+async def test_a_deployment_behind_http_proxy_goes_through_the_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # HTTP(S)_PROXY is honoured (read once, as the openai SDK does): the request goes to the
+    # proxy in absolute form; deployments without a proxy use the gateway's own client.
+    seen: list[bytes] = []
+    body = (
+        b'{"choices":[{"index":0,"message":{"role":"assistant","content":"C"}}],'
+        b'"usage":{"prompt_tokens":3,"completion_tokens":1}}'
+    )
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        seen.append(head + await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{port}")
+    g = group(
+        {"provider": "openai", "model": "m", "api_base": "http://llm.invalid/v1", "api_key": KEY}
+    )
+    try:
+        async with gateway(g) as gw:
+            completion = await gw.complete("hi")
+    finally:
+        server.close()
+    assert completion.text == "C"
+    assert seen[0].startswith(b"POST http://llm.invalid/v1/chat/completions HTTP/1.1\r\n")
+    assert f"Authorization: Bearer {KEY}".encode() in seen[0]
+
+
+async def test_netrc_credentials_for_a_deployment_without_a_key(
+    fake: FakeLLMServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login router password s3cret-netrc\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    fake.script("vllm", answer="B")
+    g = group({"provider": "self-hosted", "model": "vllm", "api_base": f"{fake.url}/v1"})
+    async with gateway(g) as gw:
+        assert (await gw.complete("hi")).text == "B"
+    assert fake.requests[-1].headers["authorization"] == "Basic cm91dGVyOnMzY3JldC1uZXRyYw=="

@@ -49,6 +49,7 @@ from worker.llm.errors import (
     RateLimitsReached,
     RequestRejected,
 )
+from worker.llm.http import HttpClient, HttpError, Target
 from worker.llm.model_group import Deployment, ModelGroup
 from worker.llm.providers import Endpoint, ProviderAnswer, TokenUsage, error_text
 from worker.llm.redaction import Redactor, deployment_secrets
@@ -157,15 +158,20 @@ class ModelGroupGateway:
         self._counts_usage = self.settings.routing_strategy == "usage-based-routing"
         self._tracks_in_flight = self.settings.routing_strategy == "least-busy"
         self._uses_latency = self.settings.routing_strategy == "latency-based-routing"
-        # Per deployment, built once: the parsed URL and the attempt timeout.
+        # Per deployment, built once: the parsed URL, the prepared target and the timeout.
         self._urls = {key: URL(e.url, encoded=True) for key, e in self._endpoints.items()}
-        self._timeouts = {
-            key: aiohttp.ClientTimeout(total=self._timeout(e.deployment))
-            for key, e in self._endpoints.items()
-        }
-        # Per deployment, read when the HTTP session opens: the proxy HTTP(S)_PROXY / NO_PROXY
+        self._targets: dict[str, Target] = {}
+        for key, url in self._urls.items():
+            try:
+                self._targets[key] = Target(url)
+            except ValueError:
+                name = self._endpoints[key].name
+                raise ValueError(f"deployment {name!r}: api_base must be an http(s) URL") from None
+        self._timeouts = {key: self._timeout(e.deployment) for key, e in self._endpoints.items()}
+        # Per deployment, read when the first call is made: the proxy HTTP(S)_PROXY / NO_PROXY
         # give, and basic-auth credentials for its host from ~/.netrc (both as trust_env does).
-        self._proxies: dict[str, tuple[URL | None, BasicAuth | None]] = {}
+        self._routes_read = False
+        self._proxies: dict[str, tuple[URL, BasicAuth | None]] = {}
         self._netrc: dict[str, BasicAuth] = {}
         secrets = [s for d in group.models for s in deployment_secrets(d)]
         if self.settings.redis_password is not None:
@@ -183,7 +189,8 @@ class ModelGroupGateway:
                 location=redis_location(self.settings),
                 redactor=self._redact,
             )
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None  # deployments reached directly
+        self._session: aiohttp.ClientSession | None = None  # deployments behind a proxy
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -201,8 +208,8 @@ class ModelGroupGateway:
 
     @property
     def closed(self) -> bool:
-        """Retired and without an open HTTP session."""
-        return self._retired and self._session is None
+        """Retired and without open HTTP connections."""
+        return self._retired and self._session is None and self._client is None
 
     @property
     def in_flight(self) -> int:
@@ -214,14 +221,27 @@ class ModelGroupGateway:
         """Shared-state key of each deployment, by deployment name."""
         return {c.name: c.key for c in self._candidates}
 
-    def _http(self) -> aiohttp.ClientSession:
+    def _read_routes(self) -> None:
+        # HTTP(S)_PROXY / NO_PROXY apply, as in the openai SDK, which also reads them once, when
+        # its client is built; so does ~/.netrc. (aiohttp's `trust_env=True` would look them up
+        # in a worker thread on every request: two thread hops per call, and GIL hand-offs that
+        # cost more than the request itself.)
+        self._proxies = {}
+        for key, url in self._urls.items():
+            proxy, proxy_auth = _env_proxy(url)
+            if proxy is not None:
+                self._proxies[key] = (proxy, proxy_auth)
+        self._netrc = _netrc_auths(self._urls)
+        self._routes_read = True
+
+    def _http_client(self) -> HttpClient:
+        if self._client is None:
+            self._client = HttpClient()
+        return self._client
+
+    def _proxied_session(self) -> aiohttp.ClientSession:
+        """aiohttp, which speaks HTTP(S) proxies, for the deployments behind one."""
         if self._session is None or self._session.closed:
-            # HTTP(S)_PROXY / NO_PROXY apply, as in the openai SDK, which also reads them once,
-            # when its client is built. (aiohttp's `trust_env=True` would look them up, and read
-            # ~/.netrc, in a worker thread on every request: two thread hops per call, and GIL
-            # hand-offs that cost more than the request itself.)
-            self._proxies = {key: _env_proxy(url) for key, url in self._urls.items()}
-            self._netrc = _netrc_auths(self._urls)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
                 trust_env=False,
@@ -346,51 +366,53 @@ class ModelGroupGateway:
     async def _attempt(self, candidate: Candidate, prompt: str) -> ProviderAnswer:
         key = candidate.key
         endpoint = self._endpoints[key]
-        client_timeout = self._timeouts[key]
-        timeout = client_timeout.total
-        assert timeout is not None
+        timeout = self._timeouts[key]
         request = endpoint.request(prompt)
         call_id = ""
         if self._tracks_in_flight:
             call_id = uuid.uuid4().hex
             await self.store.enter(key, call_id, timeout + IN_FLIGHT_GRACE)
-        http = self._http()
-        proxy, proxy_auth = self._proxies.get(key, (None, None))
-        request_headers = dict(request.headers)
-        auth = self._netrc.get(key) if "Authorization" not in request_headers else None
+        if not self._routes_read:
+            self._read_routes()
+        headers = request.headers
+        auth = self._netrc.get(key)
+        if auth is not None and "Authorization" not in headers:
+            headers = {**headers, "Authorization": auth.encode()}
+        proxied = self._proxies.get(key)
+        response_headers: Mapping[str, str]
         sent = time.monotonic()
         try:
-            async with http.post(
-                self._urls[key],
-                data=request.body,
-                headers=request_headers,
-                auth=auth,
-                timeout=client_timeout,
-                allow_redirects=False,
-                proxy=proxy,
-                proxy_auth=proxy_auth,
-            ) as response:
-                raw = await response.read()
-                status = response.status
-                headers = response.headers
+            if proxied is None:
+                response = await self._http_client().post(
+                    self._targets[key], headers, request.body, timeout
+                )
+                raw, status, response_headers = response.body, response.status, response.headers
+            else:
+                raw, status, response_headers = await self._post_via_proxy(
+                    key, headers, request.body, timeout, *proxied
+                )
         except TimeoutError:
             # A timeout is a latency measurement too: the deployment took at least this long.
             self._latency.record(candidate.key, timeout)
             raise AttemptError(
                 f"timed out after {timeout:g} s", retryable=True, counts=True
             ) from None
-        except aiohttp.ClientError as exc:
+        except (HttpError, aiohttp.ClientError) as exc:
             raise AttemptError(
                 self._redact(f"connection error: {type(exc).__name__}: {exc}"),
                 retryable=True,
                 counts=True,
+            ) from None
+        except ValueError as exc:  # a header value with a line break: never sent
+            raise AttemptError(
+                self._redact(f"request not sent: {exc}"), retryable=False, counts=True
             ) from None
         finally:
             if self._tracks_in_flight:
                 await self.store.leave(candidate.key, call_id)
         elapsed = time.monotonic() - sent
         if status >= 400 or status < 200:
-            raise self._status_error(status, raw, headers)
+            raise self._status_error(status, raw, response_headers)
         try:
             answer = endpoint.answer(_parse_json(raw))
         except ValueError as exc:
@@ -408,6 +430,26 @@ class ModelGroupGateway:
                 round(elapsed * 1000),
             )
         return answer
+
+    async def _post_via_proxy(
+        self,
+        key: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: float,
+        proxy: URL,
+        proxy_auth: BasicAuth | None,
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        async with self._proxied_session().post(
+            self._urls[key],
+            data=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=False,
+            proxy=proxy,
+            proxy_auth=proxy_auth,
+        ) as response:
+            return await response.read(), response.status, response.headers
 
     def _status_error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> AttemptError:
         description = self._redact(error_text(status, raw))
@@ -454,6 +496,9 @@ class ModelGroupGateway:
             )
 
     async def _release(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
