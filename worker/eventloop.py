@@ -36,7 +36,11 @@ def loop_factory(
 
 def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     """`uvloop` or `asyncio`: which loop a process runs on (for logs and benchmark reports)."""
-    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    return "uvloop" if isinstance(loop, uvloop.Loop) else "asyncio"
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

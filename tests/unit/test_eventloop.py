@@ -35,3 +35,19 @@ def test_run_on_asyncio_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
         return eventloop.loop_name(asyncio.get_running_loop())
 
     assert eventloop.run(which()) == "asyncio"
+
+
+def test_a_subclass_of_uvloop_is_named_uvloop() -> None:
+    class Guarded(uvloop.Loop):  # type: ignore[misc]
+        pass
+
+    loop = Guarded()
+    try:
+        assert eventloop.loop_name(loop) == "uvloop"
+    finally:
+        loop.close()
+    plain = asyncio.new_event_loop()
+    try:
+        assert eventloop.loop_name(plain) == "asyncio"
+    finally:
+        plain.close()
