@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import functools
 import hashlib
+import os
 import random
 import signal
 import time
@@ -114,7 +115,23 @@ _BEDROCK_ERROR_TYPES: dict[int, str] = {
 
 
 def _word_count(*texts: str) -> int:
-    return sum(len(text.split()) for text in texts)
+    return sum(_words(text) for text in texts)
+
+
+@functools.lru_cache(maxsize=256)
+def _words(text: str) -> int:
+    # Cached: a load test sends the same prompt around different messages over and over.
+    return len(text.split())
+
+
+def _wake(sleeper: asyncio.Future[None]) -> None:
+    if not sleeper.done():
+        sleeper.set_result(None)
+
+
+def _request_id() -> str:
+    """32 random hex digits, as uuid4().hex gives, without building a UUID."""
+    return os.urandom(16).hex()
 
 
 def _openai_prompt_texts(body: dict[str, Any]) -> list[str]:
@@ -193,7 +210,9 @@ class FakeLLMServer:
         self._scripts: dict[str, _Script] = {}
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
+        self._sleepers: set[asyncio.Future[None]] = set()
         self._changed = asyncio.Event()
+        self._watchers = 0  # wait_until calls waiting on _changed
         self.requests: list[FakeRequest] = []
         self.in_flight: dict[str, int] = defaultdict(int)
         self.max_in_flight: dict[str, int] = defaultdict(int)
@@ -233,6 +252,9 @@ class FakeLLMServer:
             return
         # Wakes hanging and sleeping handlers first, so shutdown does not wait on them.
         self._stopping.set()
+        for sleeper in self._sleepers:
+            if not sleeper.done():
+                sleeper.set_result(None)
         await runner.cleanup()
 
     async def __aenter__(self) -> FakeLLMServer:
@@ -326,7 +348,11 @@ class FakeLLMServer:
         """
         async with asyncio.timeout(timeout):
             while not predicate():
-                await self._changed.wait()
+                self._watchers += 1
+                try:
+                    await self._changed.wait()
+                finally:
+                    self._watchers -= 1
 
     async def wait_for_requests(
         self, count: int, deployment: str | None = None, timeout: float = 5.0
@@ -341,8 +367,9 @@ class FakeLLMServer:
         await self.wait_until(enough, timeout)
 
     def _notify(self) -> None:
-        event, self._changed = self._changed, asyncio.Event()
-        event.set()
+        if self._watchers:  # nobody waiting is the common case under load
+            event, self._changed = self._changed, asyncio.Event()
+            event.set()
 
     def _record(self, request: web.Request, deployment: str, body: dict[str, Any]) -> None:
         headers = {name.lower(): value for name, value in request.headers.items()}
@@ -525,8 +552,7 @@ class FakeLLMServer:
                 await self._stopping.wait()
                 return self._error(flavor, 503, "server stopping")
             if script.latency > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), script.latency)
+                await self._sleep(script.latency)
             error_status = script.error_for_this_call()
             if error_status is not None:
                 return self._error(
@@ -544,6 +570,20 @@ class FakeLLMServer:
         finally:
             self.in_flight[deployment] -= 1
             self._notify()
+
+    async def _sleep(self, seconds: float) -> None:
+        """asyncio.sleep that stop() cuts short (a timer and a future: the cheapest wait)."""
+        if self._stopping.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        sleeper: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(seconds, _wake, sleeper)
+        self._sleepers.add(sleeper)
+        try:
+            await sleeper
+        finally:
+            timer.cancel()
+            self._sleepers.discard(sleeper)
 
     # -- responses -----------------------------------------------------------------------------
 
@@ -584,7 +624,7 @@ class FakeLLMServer:
         }
         created = int(time.time())
         if flavor == "openai_chat":
-            completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+            completion_id = f"chatcmpl-{_request_id()}"
             if body.get("stream") is True:
                 delta = {"role": "assistant", "content": answer}
                 chunks = [
@@ -619,7 +659,7 @@ class FakeLLMServer:
                     "usage": usage,
                 }
             )
-        completion_id = f"cmpl-{uuid.uuid4().hex}"
+        completion_id = f"cmpl-{_request_id()}"
         if body.get("stream") is True:
             chunks = [
                 {"index": 0, "text": answer, "finish_reason": None, "logprobs": None},
