@@ -152,7 +152,8 @@ class ModelGroupGateway:
             key: Endpoint(deployment, params(deployment), environ=environ)
             for key, deployment in zip(deployment_keys(group.models), group.models, strict=True)
         }
-        self._candidates = [Candidate(key, e.deployment) for key, e in self._endpoints.items()]
+        # A tuple: the same immutable object on every call, so strategies may cache by it.
+        self._candidates = tuple(Candidate(key, e.deployment) for key, e in self._endpoints.items())
         self._keys = [c.key for c in self._candidates]
         self._strategy = strategy_for(self.settings)
         self._counts_usage = self.settings.routing_strategy == "usage-based-routing"
@@ -283,14 +284,15 @@ class ModelGroupGateway:
 
         while attempts < max_attempts:
             snapshot = await self.store.snapshot(self._keys)
-            healthy = (
+            cooling = snapshot.cooling
+            healthy: Sequence[Candidate] = (
                 self._candidates
-                if single
-                else [c for c in self._candidates if c.key not in snapshot.cooling]
+                if single or not cooling
+                else [c for c in self._candidates if c.key not in cooling]
             )
             if not healthy:
                 raise failure(AllDeploymentsCoolingDown, "every deployment is cooling down")
-            fresh = [c for c in healthy if c.key not in tried]
+            fresh = [c for c in healthy if c.key not in tried] if tried else healthy
             if not fresh:
                 # Every healthy deployment already failed this call: wait a little, then
                 # start over among them (re-reading health after the wait).
@@ -339,10 +341,12 @@ class ModelGroupGateway:
     async def _choose(
         self, candidates: Sequence[Candidate], usage: Mapping[str, Any]
     ) -> Candidate | None:
+        if not self._counts_usage:
+            return self._strategy(candidates, usage, self._rng)
         pool = list(candidates)
         while pool:
             choice = self._strategy(pool, usage, self._rng)
-            if choice is None or not self._counts_usage:
+            if choice is None:
                 return choice
             # Another worker may have taken the last request of this minute since the snapshot:
             # the atomic reservation decides, and a refused deployment leaves the pool.

@@ -84,12 +84,15 @@ def shuffle_weights(candidates: Sequence[Candidate]) -> list[float]:
 # (candidates, their cumulative weights) by the candidates' identities. The entry holds the
 # candidates themselves, so an id in a key cannot be reused while the entry exists. Candidates
 # are immutable; a gateway passes the same few lists (all, or all minus the tried ones).
-_WEIGHTS: dict[tuple[int, ...], tuple[tuple[Candidate, ...], list[float]]] = {}
+_WEIGHTS: dict[int | tuple[int, ...], tuple[tuple[Candidate, ...], list[float]]] = {}
 _WEIGHTS_MAX = 256
 
 
 def _cached_weights(candidates: Sequence[Candidate]) -> tuple[tuple[Candidate, ...], list[float]]:
-    key = tuple(map(id, candidates))
+    # A tuple (a gateway's whole group) is immutable: its own identity is the key.
+    key: int | tuple[int, ...] = (
+        id(candidates) if type(candidates) is tuple else tuple(map(id, candidates))
+    )
     hit = _WEIGHTS.get(key)
     if hit is None:
         if len(_WEIGHTS) >= _WEIGHTS_MAX:
