@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from enum import Enum
 from typing import Any
 
 from tests.benchmarks.common import (
@@ -137,26 +138,27 @@ async def restore(
     }
 
 
-def object_bytes(sessions: list[dict[str, Any]]) -> int:
-    """sys.getsizeof of the dicts, keys, sessions and their own (unshared) attribute values:
-    what the objects take before allocator overhead and fragmentation."""
+def object_bytes(tables: list[Any]) -> int:
+    """sys.getsizeof of the session tables and of every object they alone reach (dicts, sender
+    ids, packed ints or session objects and their attribute values): what the objects take
+    before allocator overhead and fragmentation. Walked by reference, not by the tables'
+    layout, so a new layout is measured as it is."""
     seen: set[int] = set()
     total = 0
-
-    def size(obj: object) -> int:
-        if obj is None or id(obj) in seen:
-            return 0
+    stack: list[object] = list(tables)
+    while stack:
+        obj = stack.pop()
+        # Types, enum members (routes) and singletons are shared with the whole process.
+        if obj is None or isinstance(obj, type | bool | Enum) or id(obj) in seen:
+            continue
         seen.add(id(obj))
-        return sys.getsizeof(obj)
-
-    for table in sessions:
-        total += sys.getsizeof(table)
-        for key, session in table.items():
-            total += size(key) + size(session)
-            for slot in getattr(type(session), "__slots__", ()):
-                value = getattr(session, slot, None)
-                if isinstance(value, int | float | str) and not isinstance(value, bool):
-                    total += size(value)
+        total += sys.getsizeof(obj)
+        if isinstance(obj, dict):
+            # A dict with only str keys does not report them as referents.
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        else:
+            stack.extend(gc.get_referents(obj))
     return total
 
 

@@ -12,7 +12,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from contracts.models import Route, SessionRecord, encode_session
-from worker.runtime.changelog import input_offset_headers, restore_sessions, unchanged_since
+from worker.runtime.changelog import (
+    RESTORE_BATCH,
+    input_offset_headers,
+    restore_sessions,
+    unchanged_since,
+)
 
 
 @pytest.fixture
@@ -50,12 +55,21 @@ async def changelog(bootstrap: str) -> AsyncIterator[tuple[str, AIOKafkaConsumer
         await consumer.stop()
 
 
+@pytest.mark.parametrize("max_records", [1, RESTORE_BATCH])
 async def test_restore_reads_every_session_and_knows_the_true_end(
-    changelog: tuple[str, AIOKafkaConsumer],
+    changelog: tuple[str, AIOKafkaConsumer], max_records: int
 ) -> None:
     topic, consumer = changelog
-    restored = await restore_sessions(consumer, topic, [0, 1], {0: 1, 1: 0})
+    restored = await restore_sessions(
+        consumer, topic, [0, 1], {0: 1, 1: 0}, max_records=max_records
+    )
     assert sorted(restored[0].sessions) == ["s0", "s1", "s2"]
+    held = [restored[0].sessions.get(f"s{i}") for i in range(3)]
+    assert [(s.route, s.since_offset) for s in held if s is not None] == [
+        (Route.CALM, 0),
+        (Route.CALM, 1),
+        (Route.CALM, 2),
+    ]
     assert restored[0].end == 3 and restored[1].end == 0
     assert sorted(restored[0].replay) == ["s1", "s2"]  # written for offsets >= committed 1
 

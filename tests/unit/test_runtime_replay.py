@@ -25,11 +25,18 @@ def record(
     message_id: str | None = None,
     decision: Routing | None = None,
     written_for: int | None = None,
+    seen_at: float = 0.0,
 ) -> ConsumerRecord[bytes, bytes]:
     value = None
     if route is not None:
         value = encode_session(
-            SessionRecord(route=route, since_offset=since, message_id=message_id, routing=decision)
+            SessionRecord(
+                route=route,
+                since_offset=since,
+                message_id=message_id,
+                routing=decision,
+                seen_at=seen_at,
+            )
         )
     headers = [] if written_for is None else [(INPUT_OFFSET_HEADER, str(written_for).encode())]
     return ConsumerRecord(
@@ -50,8 +57,22 @@ def test_sessions_of_committed_messages_need_no_replay() -> None:
         5,
         record(0, "u", route=Route.CALM, since=3, message_id="m3", decision=opened, written_for=3),
     )
-    assert restored.sessions["u"].route is Route.CALM
+    session = restored.sessions.get("u")
+    assert session is not None and session.route is Route.CALM and session.since_offset == 3
     assert restored.replay == {}
+
+
+def test_a_restored_session_was_last_written_when_last_seen() -> None:
+    restored = restore(
+        2**41,  # all committed: a plain restart
+        record(0, "u", route=Route.NLU, since=2**40, written_for=2**40, seen_at=1763800000.25),
+        record(1, "u", route=Route.NLU, since=2**40, written_for=2**40 + 3, seen_at=1763800100.5),
+    )
+    session = restored.sessions.get("u")
+    assert session is not None
+    assert (session.route, session.since_offset) == (Route.NLU, 2**40)
+    # The changelog last heard of it at its latest seen_at: a refresh is due half a TTL later.
+    assert session.seen_at == session.written_at == 1763800100.5
 
 
 def test_the_opening_decision_of_an_uncommitted_message_is_kept_as_it_was() -> None:
@@ -84,7 +105,8 @@ def test_a_reset_and_a_new_session_within_the_window_replay_in_order() -> None:
     assert held is not None and held.route is Route.CALM  # opened before the committed offset
     assert history.session_before(4) is None  # after the reset
     assert history.decision_for(5, "m5") == nlu
-    assert restored.sessions["u"].route is Route.NLU  # what the sender's next message meets
+    after = restored.sessions.get("u")  # what the sender's next message meets
+    assert after is not None and after.route is Route.NLU and after.since_offset == 5
 
 
 def test_an_idle_expiry_applies_after_the_senders_last_message() -> None:
@@ -109,4 +131,4 @@ def test_records_without_the_header_count_as_written_for_their_opening_message()
 def test_unreadable_records_are_skipped() -> None:
     bad = ConsumerRecord(TOPIC, 0, 0, 0, 0, b"u", b"{nope", None, 1, 5, [])
     restored = restore(0, bad)
-    assert restored.sessions == {} and restored.replay == {}
+    assert len(restored.sessions) == 0 and restored.replay == {}

@@ -31,8 +31,8 @@ from worker.kafka.client_logs import quiet_client_logs
 from worker.kafka.outbox import Ack, Outbox
 from worker.kafka.topics import TopicLayoutError, ensure_topics
 from worker.routing.decision import RoutingDecision
-from worker.routing.session import StickySession
-from worker.runtime.changelog import Sessions, restore_sessions, unchanged_since
+from worker.routing.session import SessionTable, StickySession
+from worker.runtime.changelog import restore_sessions, unchanged_since
 from worker.runtime.coexistence_router import CoexistenceRouter
 from worker.runtime.lanes import SenderLanes
 from worker.runtime.offsets import DeliveryFailed, OffsetTracker, PendingOffset
@@ -80,7 +80,7 @@ class AssignedPartition:
         self, number: int, handle: Callable[[AssignedPartition, Inbound], Awaitable[None]]
     ) -> None:
         self.number = number
-        self.sessions: Sessions = {}
+        self.sessions = SessionTable()
         self.replay: Replay = {}
         self.offsets = OffsetTracker()
         self.lanes: SenderLanes[Inbound] = SenderLanes(lambda item: handle(self, item))
@@ -111,7 +111,7 @@ class Parked:
     """Sessions of a cleanly revoked partition; valid if its changelog still ends where this
     worker last knew it to (else another member wrote there meanwhile)."""
 
-    sessions: Sessions
+    sessions: SessionTable
     changelog_end: int
 
 
@@ -385,7 +385,7 @@ class RoutingWorker:
         sender, offset = item.message.sender_id, item.record.offset
         if part.history(sender, offset) is not None:
             return  # decided before: its tombstone, and whatever followed, is in the changelog
-        part.sessions.pop(sender, None)
+        part.sessions.pop(sender)
         item.pending.acks.append(await self._write_session(part, sender, None, input_offset=offset))
 
     async def _route(
@@ -423,18 +423,25 @@ class RoutingWorker:
             )
             pending.acks.append(ack)
 
+        # The table gets each change before its write, which may wait for buffer space: idle
+        # expiry runs meanwhile and must not meet the state this message replaces.
         if after is None and session is not None:
-            del part.sessions[sender]
+            part.sessions.pop(sender)
             await write(None)
         elif after is not None and (session is None or session.route is not after):
-            opened = StickySession(after, record.offset, now)
-            part.sessions[sender] = opened
+            opened = StickySession(after, record.offset, now)  # written_at = seen_at already
+            part.sessions.put(sender, opened)
             # The opening decision is stored with the session: a redelivery gets it back.
             await write(opened, routing=routing, message_id=message.message_id)
         elif session is not None:
             session.seen_at = now
+            part.sessions.put(sender, session)
             if self._needs_refresh(session, now):
                 await write(session)
+                # Again, with the written_at the publisher set; unless idle expiry ended the
+                # session while the write waited.
+                if sender in part.sessions:
+                    part.sessions.put(sender, session)
         # After the state record: a crash never leaves an output whose state change was lost.
         pending.acks.append(await publisher.routed(record, sender, routing))
 
@@ -664,14 +671,18 @@ class RoutingWorker:
             part.expiry_acks = [ack for ack in part.expiry_acks if not ack.done()]
             idle = [
                 sender
-                for sender, session in part.sessions.items()
-                if now - session.seen_at >= ttl and not part.lanes.busy(sender)
+                for sender in part.sessions.idle_senders(now, ttl)
+                if not part.lanes.busy(sender)
             ]
             for sender in idle:
-                # Checked again: sending may wait for buffer space, and the world moves on.
+                # Checked again: sending may wait for buffer space, and the world moves on (a
+                # message decided without a lane leaves no trace but a newer seen_at).
                 if part.revoked or part.lanes.busy(sender):
                     continue
-                part.sessions.pop(sender, None)
+                session = part.sessions.get(sender)
+                if session is None or now - session.seen_at < ttl:
+                    continue
+                part.sessions.pop(sender)
                 part.expiry_acks.append(await self._write_session(part, sender, None))
                 ended += 1
         if ended:
