@@ -36,10 +36,11 @@ async def test_records_arrive_in_add_order_in_the_partition_of_their_key(bootstr
     client = producer(bootstrap)
     await client.start()
     outbox = Outbox(client)
+    await outbox.learn([topic])
     keys = [f"sender-{i % 7}".encode() for i in range(60)]
     try:
         acks = [
-            await outbox.add(topic, f"{i}".encode(), key=key, headers=[("n", f"{i}".encode())])
+            outbox.add(topic, f"{i}".encode(), key=key, headers=[("n", f"{i}".encode())])
             for i, key in enumerate(keys)
         ]
         ends = [await ack for ack in acks]
@@ -65,12 +66,12 @@ async def test_full_batches_follow_each_other_in_order(bootstrap: str) -> None:
     topic = await new_topic(bootstrap, 1)
     client = producer(bootstrap, max_batch_size=1024)  # a few records per batch
     await client.start()
-    outbox = Outbox(client, queued_batches=1)  # `add` waits for the producer to take batches
+    outbox = Outbox(client, queued_batches=1)  # `room` waits for the producer to take batches
+    acks = []
     try:
-        acks = [
-            await outbox.add(topic, f"{i:04d}".encode() * 20, key=None, partition=0)
-            for i in range(300)
-        ]
+        for i in range(300):
+            acks.append(outbox.add(topic, f"{i:04d}".encode() * 20, key=None, partition=0))
+            await outbox.room()
         ends = [await ack for ack in acks]
     finally:
         await client.stop()
@@ -86,7 +87,7 @@ async def test_closing_fails_the_records_not_handed_over(bootstrap: str) -> None
     await client.start()
     outbox = Outbox(client)
     try:
-        ack = await outbox.add(topic, b"never sent", key=b"k", partition=0)
+        ack = outbox.add(topic, b"never sent", key=b"k", partition=0)
         await outbox.close()  # before the outbox's hand-over ever ran
         with pytest.raises(KafkaError, match="outbox closed"):
             await ack

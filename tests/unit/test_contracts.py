@@ -318,7 +318,7 @@ def test_encode_routed_keeps_the_input_bytes_exactly() -> None:
     message = models.decode_input(raw)
     assert isinstance(message, models.UserMessage)
     routing = models.Routing.model_validate(SPEC_ROUTING)
-    encoded = models.encode_routed(raw, routing)
+    encoded = models.encode_routed(raw, models.block_of(routing))
     assert encoded.startswith(b'{"message":' + raw + b',"routing":')
     assert json.loads(encoded)["message"] == json.loads(raw)
     decoded = models.RoutedMessage.model_validate_json(encoded)
@@ -340,6 +340,33 @@ def test_session_record_round_trip() -> None:
     assert is_valid("session-record", json.loads(encoded))
     bare = models.encode_session(models.SessionRecord(route=models.Route.NLU))
     assert json.loads(bare) == {"route": "nlu", "since_offset": -1, "seen_at": 0.0}
+
+
+@pytest.mark.parametrize(
+    "llm",
+    [None, models.LlmCall(model_group="g", deployment=None, answer=None, attempts=3)],
+)
+@pytest.mark.parametrize("message_id", [None, "m-7"])
+def test_a_session_value_is_the_models_json_without_nulls(
+    llm: models.LlmCall | None, message_id: str | None
+) -> None:
+    routing = models.Routing(
+        route=models.Route.NLU,
+        sticky=True,
+        router=models.RouterName.LLM,
+        reason=models.Reason.LLM_FAILURE,
+        llm=llm,
+        decided_at=1763800000.25,
+    )
+    record = models.SessionRecord(
+        route=models.Route.NLU,
+        since_offset=2**40,
+        message_id=message_id,
+        routing=routing,
+        seen_at=1763800001.125,
+    )
+    expected = orjson.dumps(record.model_dump(mode="json", exclude_none=True))
+    assert models.encode_session(record) == expected
 
 
 def test_dead_letter_header_round_trip() -> None:
@@ -396,5 +423,5 @@ def test_encoded_routing_block_is_the_models_json(llm: models.LlmCall | None) ->
         llm=llm,
         decided_at=1763800000.31,
     )
-    encoded = orjson.loads(models.encode_routed(b'{"x":1}', routing))
+    encoded = orjson.loads(models.encode_routed(b'{"x":1}', models.block_of(routing)))
     assert encoded == {"message": {"x": 1}, "routing": routing.model_dump(mode="json")}

@@ -60,7 +60,12 @@ class Outbox:
         self._room = asyncio.Event()
         self._handing_over: dict[tuple[str, int], asyncio.Task[None]] = {}
 
-    async def add(
+    async def learn(self, topics: list[str]) -> None:
+        """Learn the partition counts of the topics whose records are placed by key."""
+        for topic in topics:
+            self._partitions[topic] = range(len(await self._producer.partitions_for(topic)))
+
+    def add(
         self,
         topic: str,
         value: bytes | None,
@@ -69,29 +74,31 @@ class Outbox:
         partition: int | None = None,
         headers: Headers | None = None,
     ) -> Ack:
-        """Queue one record; `partition` None picks it by key like Kafka's default partitioner."""
+        """Queue one record; `partition` None picks it by key like Kafka's default partitioner
+        (the topic must be learnt first). Never waits: callers wait for `room` now and then."""
         if partition is None:
             partitions = self._partitions.get(topic)
             if partitions is None:
-                partitions = range(len(await self._producer.partitions_for(topic)))
-                self._partitions[topic] = partitions
+                raise KeyError(f"the outbox has not learnt the partitions of {topic!r}")
             partition = self._partitioner(key, partitions, partitions)
         where = (topic, partition)
         batch = self._open.get(where) or self._open_batch(where)
         appended = batch.builder.append(timestamp=None, key=key, value=value, headers=headers or [])
-        if appended is None:
-            if batch.records == 0:
-                raise MessageSizeTooLargeError(
-                    f"a record of {len(value or b'')} bytes does not fit a batch for {topic}"
-                )
-            full = self._full.setdefault(where, deque())
-            full.append(self._open.pop(where))
-            while len(full) > self._queued_batches:
-                self._room.clear()
-                await self._room.wait()
-            return await self.add(topic, value, key=key, partition=partition, headers=headers)
-        batch.records += 1
-        return batch.ack
+        if appended is not None:
+            batch.records += 1
+            return batch.ack
+        if batch.records == 0:
+            raise MessageSizeTooLargeError(
+                f"a record of {len(value or b'')} bytes does not fit a batch for {topic}"
+            )
+        self._full.setdefault(where, deque()).append(self._open.pop(where))
+        return self.add(topic, value, key=key, partition=partition, headers=headers)
+
+    async def room(self) -> None:
+        """Wait while some partition has more full batches than the producer has taken."""
+        while any(len(full) > self._queued_batches for full in self._full.values()):
+            self._room.clear()
+            await self._room.wait()
 
     def _open_batch(self, where: tuple[str, int]) -> _Batch:
         batch = _Batch(self._producer.create_batch(), asyncio.get_running_loop().create_future())

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from contracts.models import LlmCall, Reason, Route, RouterName, Routing
+from contracts.models import LlmCall, Reason, Route, RouterName, routing_block
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +26,9 @@ class RoutingDecision:
             return None
         return self.route
 
-    def to_routing(self, decided_at: float) -> Routing:
-        # Every field is already typed here: construct without re-validating (hot path).
-        return Routing.model_construct(
+    def routing(self, decided_at: float) -> dict[str, Any]:
+        """The `routing` block of the message's inbox record."""
+        return routing_block(
             route=self.route,
             sticky=self.sticky,
             router=self.router,

@@ -7,18 +7,12 @@ offset it belongs to, which is committed only once all of them are in (acks=all)
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
-from contracts.models import (
-    DeadLetter,
-    Route,
-    Routing,
-    SessionRecord,
-    encode_routed,
-    encode_session,
-)
+from contracts.models import DeadLetter, Route, encode_routed, session_value
 from worker.config.endpoints import Topics
 from worker.kafka.outbox import Ack, Outbox
 from worker.routing.session import StickySession
@@ -32,23 +26,22 @@ class Publisher:
         self._outbox = outbox
         self._topics = topics
 
-    async def routed(
-        self, record: ConsumerRecord[bytes, bytes], sender: str, routing: Routing
+    def routed(
+        self, record: ConsumerRecord[bytes, bytes], sender: str, routing: dict[str, Any]
     ) -> Ack:
-        """The input message unchanged under `message`, plus `routing`, to the route's inbox."""
+        """The input message unchanged under `message`, plus the `routing` block (as
+        contracts.models.routing_block makes it), to the route's inbox."""
         assert record.value is not None
-        topic = self._topics.calm if routing.route is Route.CALM else self._topics.nlu
-        return await self._outbox.add(
-            topic, encode_routed(record.value, routing), key=sender.encode()
-        )
+        topic = self._topics.calm if routing["route"] is Route.CALM else self._topics.nlu
+        return self._outbox.add(topic, encode_routed(record.value, routing), key=sender.encode())
 
-    async def session(
+    def session(
         self,
         partition: int,
         sender: str,
         session: StickySession | None,
         *,
-        routing: Routing | None = None,
+        routing: dict[str, Any] | None = None,
         message_id: str | None = None,
         input_offset: int | None = None,
     ) -> Ack:
@@ -59,16 +52,14 @@ class Publisher:
         value = None
         if session is not None:
             session.written_at = session.seen_at
-            value = encode_session(
-                SessionRecord(
-                    route=session.route,
-                    since_offset=session.since_offset,
-                    message_id=message_id,
-                    routing=routing,
-                    seen_at=session.seen_at,
-                )
+            value = session_value(
+                session.route,
+                session.since_offset,
+                session.seen_at,
+                message_id=message_id,
+                routing=routing,
             )
-        return await self._outbox.add(
+        return self._outbox.add(
             self._topics.sessions,
             value,
             key=sender.encode(),
@@ -76,7 +67,7 @@ class Publisher:
             headers=input_offset_headers(input_offset),
         )
 
-    async def dead_letter(self, record: ConsumerRecord[bytes, bytes], error: BaseException) -> Ack:
+    def dead_letter(self, record: ConsumerRecord[bytes, bytes], error: BaseException) -> Ack:
         """The original key and bytes, with headers naming the error and the source."""
         letter = DeadLetter(
             error_type=type(error).__name__,
@@ -86,7 +77,7 @@ class Publisher:
             source_offset=record.offset,
         )
         log.warning("dead-lettered %s: %s", where(record), letter.error_message)
-        return await self._outbox.add(
+        return self._outbox.add(
             self._topics.dlq, record.value, key=record.key, headers=letter.to_headers()
         )
 

@@ -25,7 +25,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 
-from contracts.models import SessionReset, UserMessage, decode_input
+from contracts.models import SessionReset, UserMessage, block_of, decode_input
 from worker.config.endpoints import Topics
 from worker.kafka.client_logs import quiet_client_logs
 from worker.kafka.outbox import Ack, Outbox
@@ -69,7 +69,7 @@ class BadRecord(ValueError):
 @dataclass(slots=True)
 class Inbound:
     record: ConsumerRecord[bytes, bytes]
-    message: UserMessage | SessionReset
+    message: UserMessage | SessionReset | None  # None: it could not be decoded
     pending: PendingOffset
 
 
@@ -92,6 +92,7 @@ class AssignedPartition:
         self.expiry_acks: list[Ack] = []
         # How far this worker knows the changelog partition: its restore, then its own writes.
         self.changelog_end = 0
+        self.changelog_ack: Ack | None = None  # the last changelog batch being watched
 
     def changelog_written(self, ack: Ack) -> None:
         if not ack.cancelled() and ack.exception() is None:
@@ -138,6 +139,7 @@ class RoutingWorker:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._publisher: Publisher | None = None
+        self._outbox: Outbox | None = None
         self._restorer: AIOKafkaConsumer | None = None
         self._restore_task: asyncio.Task[None] | None = None
         self._connected = False
@@ -183,7 +185,7 @@ class RoutingWorker:
             linger_ms=5,
             max_batch_size=256 * 1024,
         )
-        outbox = Outbox(self._producer)
+        self._outbox = outbox = Outbox(self._producer)
         self._publisher = Publisher(outbox, self._topics)
         self._consumer = AIOKafkaConsumer(
             **conn,
@@ -218,6 +220,9 @@ class RoutingWorker:
                 started.append(client)  # closed below even if its start is cut short
                 if not await _unless_stopped(client.start(), stop):
                     return
+            topics = self._topics
+            if not await _unless_stopped(outbox.learn([topics.calm, topics.nlu, topics.dlq]), stop):
+                return
             self._connected = True
             log.info("connected to kafka at %s", conn.get("bootstrap_servers"))
             self._consumer.subscribe([self._topics.input], listener=_Rebalance(self))
@@ -252,7 +257,7 @@ class RoutingWorker:
             self._partitions.clear()
             self._parked.clear()
             self._consumer = self._producer = self._restorer = None
-            self._publisher = None
+            self._publisher = self._outbox = None
 
     async def _ensure_topics(self) -> None:
         await ensure_topics(
@@ -275,8 +280,8 @@ class RoutingWorker:
         return sum(p.undecided for p in self._partitions.values())
 
     async def _fetch_loop(self, stop: asyncio.Event) -> None:
-        consumer = self._consumer
-        assert consumer is not None
+        consumer, outbox = self._consumer, self._outbox
+        assert consumer is not None and outbox is not None
         limit = self.settings.max_in_flight
         while not stop.is_set() and self._failure is None:
             self._progress.clear()
@@ -298,40 +303,39 @@ class RoutingWorker:
                         consumer.seek(tp, records[0].offset)
                     continue  # revoked while the fetch was in flight: the new owner reads it
                 for record in records:
-                    await self._dispatch(part, record)
+                    self._dispatch(part, record)
+            # The outbox's batches are bounded: fetch no more while the producer lags.
+            await outbox.room()
 
-    async def _dispatch(
-        self, part: AssignedPartition, record: ConsumerRecord[bytes, bytes]
-    ) -> None:
-        assert self._publisher is not None
+    def _dispatch(self, part: AssignedPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Decide the record now when nothing needs waiting for, else queue it in its lane."""
         pending = part.offsets.track(record.offset)
         try:
             message = self._decode(record)
         except (BadRecord, ValidationError) as exc:
-            pending.acks.append(await self._publisher.dead_letter(record, exc))
-            self._decided(pending)
+            self._dead_letter(Inbound(record, None, pending), exc)
             return
         item = Inbound(record, message, pending)
-        part.undecided += 1
-        decision = self._decision_now(part, message)
-        if decision is not None:
-            # Nothing to wait for: decided here, in fetch order, without a lane task.
-            await self._handle(part, item, decision)
-        else:
-            part.lanes.submit(message.sender_id, item)
-
-    def _decision_now(
-        self, part: AssignedPartition, message: UserMessage | SessionReset
-    ) -> RoutingDecision | SessionReset | None:
-        """What to do with a message when it needs no waiting: its partition is restored, no
-        earlier message of its sender is still in its lane, it is no redelivery, and the
-        router decides without I/O."""
         sender = message.sender_id
-        if not part.restored.is_set() or part.lanes.busy(sender) or sender in part.replay:
-            return None
-        if isinstance(message, SessionReset):
-            return message
-        return self.router.decide_now(part.sessions.get(sender), message)
+        # In fetch order and without a task: the partition is restored, no earlier message of
+        # the sender waits in its lane, it is no redelivery, and the router needs no I/O.
+        if part.restored.is_set() and not part.lanes.busy(sender) and sender not in part.replay:
+            try:
+                if isinstance(message, SessionReset):
+                    self._reset(part, item, message)
+                    self._decided(pending)
+                    return
+                session = part.sessions.get(sender)
+                decision = self.router.decide_now(session, message)
+                if decision is not None:
+                    self._apply(part, item, message, session, decision)
+                    self._decided(pending)
+                    return
+            except Exception as exc:  # noqa: BLE001 - see _handle
+                self._dead_letter(item, exc)
+                return
+        part.undecided += 1
+        part.lanes.submit(sender, item)
 
     @staticmethod
     def _decode(record: ConsumerRecord[bytes, bytes]) -> UserMessage | SessionReset:
@@ -347,32 +351,33 @@ class RoutingWorker:
 
     # ---- deciding and publishing -----------------------------------------------------------
 
-    async def _handle(
-        self,
-        part: AssignedPartition,
-        item: Inbound,
-        decision: RoutingDecision | SessionReset | None = None,
-    ) -> None:
-        assert self._publisher is not None
+    async def _handle(self, part: AssignedPartition, item: Inbound) -> None:
+        """A message of a sender's lane: decided once the earlier ones are."""
         try:
             await part.restored.wait()
             if isinstance(item.message, SessionReset):
-                await self._reset(part, item)
+                self._reset(part, item, item.message)
             else:
-                await self._route(part, item, item.message, decision)
+                assert item.message is not None
+                await self._route(part, item, item.message)
         except asyncio.CancelledError:
             # Abandoned: the offset stays undecided, so it is never committed past.
             raise
-        except Exception as exc:
-            # A defect in deciding must not stop the partition: the record is kept in the DLQ.
-            log.exception("failed to route %s", where(item.record))
-            item.pending.acks.append(await self._publisher.dead_letter(item.record, exc))
-            self._decided(item.pending)
+        except Exception as exc:  # noqa: BLE001 - a defect must not stop the partition
+            self._dead_letter(item, exc)
         else:
             self._decided(item.pending)
         finally:
             part.undecided -= 1
             self._progress.set()
+
+    def _dead_letter(self, item: Inbound, error: Exception) -> None:
+        """The record goes to the DLQ (a bad record, or a defect in deciding it)."""
+        assert self._publisher is not None
+        if item.message is not None:
+            log.exception("failed to route %s", where(item.record))
+        item.pending.acks.append(self._publisher.dead_letter(item.record, error))
+        self._decided(item.pending)
 
     def _decided(self, pending: PendingOffset) -> None:
         pending.decided = True
@@ -380,25 +385,16 @@ class RoutingWorker:
         if self._decided_since_commit >= self.settings.commit_count:
             self._commit_due.set()
 
-    async def _reset(self, part: AssignedPartition, item: Inbound) -> None:
-        assert self._publisher is not None
-        sender, offset = item.message.sender_id, item.record.offset
+    def _reset(self, part: AssignedPartition, item: Inbound, message: SessionReset) -> None:
+        sender, offset = message.sender_id, item.record.offset
         if part.history(sender, offset) is not None:
             return  # decided before: its tombstone, and whatever followed, is in the changelog
         part.sessions.pop(sender)
-        item.pending.acks.append(await self._write_session(part, sender, None, input_offset=offset))
+        item.pending.acks.append(self._write_session(part, sender, None, input_offset=offset))
 
-    async def _route(
-        self,
-        part: AssignedPartition,
-        item: Inbound,
-        message: UserMessage,
-        decided: RoutingDecision | SessionReset | None,
-    ) -> None:
+    async def _route(self, part: AssignedPartition, item: Inbound, message: UserMessage) -> None:
         assert self._publisher is not None
-        publisher, record, pending = self._publisher, item.record, item.pending
-        sender = message.sender_id
-        now = self._clock()
+        record, sender = item.record, message.sender_id
         history = part.history(sender, record.offset)
         if history is not None:
             # A redelivery of a message decided before (see worker.runtime.replay): the same
@@ -406,46 +402,56 @@ class RoutingWorker:
             routing = history.decision_for(record.offset, message.message_id)
             if routing is None:
                 earlier = history.session_before(record.offset)
-                routing = (await self.router.decide(earlier, message)).to_routing(now)
-            pending.acks.append(await publisher.routed(record, sender, routing))
+                decision = await self.router.decide(earlier, message)
+                block = decision.routing(self._clock())
+            else:
+                block = block_of(routing)
+            item.pending.acks.append(self._publisher.routed(record, sender, block))
             return
         session = part.sessions.get(sender)
-        if isinstance(decided, RoutingDecision):
-            decision = decided
-        else:
-            decision = await self.router.decide(session, message)
-        routing = decision.to_routing(now)
+        decision = await self.router.decide(session, message)
+        self._apply(part, item, message, session, decision)
+
+    def _apply(
+        self,
+        part: AssignedPartition,
+        item: Inbound,
+        message: UserMessage,
+        session: StickySession | None,
+        decision: RoutingDecision,
+    ) -> None:
+        """Publish a decision: the session change to the changelog, then the routed message."""
+        assert self._publisher is not None
+        record, acks, sender = item.record, item.pending.acks, message.sender_id
+        now = self._clock()
+        routing = decision.routing(now)
         after = decision.session_after
-
-        async def write(state: StickySession | None, **extra: Any) -> None:
-            ack = await self._write_session(
-                part, sender, state, input_offset=record.offset, **extra
-            )
-            pending.acks.append(ack)
-
-        # The table gets each change before its write, which may wait for buffer space: idle
-        # expiry runs meanwhile and must not meet the state this message replaces.
         if after is None and session is not None:
             part.sessions.pop(sender)
-            await write(None)
+            acks.append(self._write_session(part, sender, None, input_offset=record.offset))
         elif after is not None and (session is None or session.route is not after):
-            opened = StickySession(after, record.offset, now)  # written_at = seen_at already
+            opened = StickySession(after, record.offset, now)
             part.sessions.put(sender, opened)
             # The opening decision is stored with the session: a redelivery gets it back.
-            await write(opened, routing=routing, message_id=message.message_id)
+            acks.append(
+                self._write_session(
+                    part,
+                    sender,
+                    opened,
+                    input_offset=record.offset,
+                    routing=routing,
+                    message_id=message.message_id,
+                )
+            )
         elif session is not None:
             session.seen_at = now
-            part.sessions.put(sender, session)
             if self._needs_refresh(session, now):
-                await write(session)
-                # Again, with the written_at the publisher set; unless idle expiry ended the
-                # session while the write waited.
-                if sender in part.sessions:
-                    part.sessions.put(sender, session)
+                acks.append(self._write_session(part, sender, session, input_offset=record.offset))
+            part.sessions.put(sender, session)
         # After the state record: a crash never leaves an output whose state change was lost.
-        pending.acks.append(await publisher.routed(record, sender, routing))
+        acks.append(self._publisher.routed(record, sender, routing))
 
-    async def _write_session(
+    def _write_session(
         self,
         part: AssignedPartition,
         sender: str,
@@ -453,8 +459,10 @@ class RoutingWorker:
         **extra: Any,
     ) -> Ack:
         assert self._publisher is not None
-        ack = await self._publisher.session(part.number, sender, state, **extra)
-        ack.add_done_callback(part.changelog_written)
+        ack = self._publisher.session(part.number, sender, state, **extra)
+        if ack is not part.changelog_ack:  # records of one batch share their ack
+            part.changelog_ack = ack
+            ack.add_done_callback(part.changelog_written)
         return ack
 
     def _needs_refresh(self, session: StickySession, now: float) -> bool:
@@ -669,21 +677,11 @@ class RoutingWorker:
             if part.revoked or not part.restored.is_set():
                 continue
             part.expiry_acks = [ack for ack in part.expiry_acks if not ack.done()]
-            idle = [
-                sender
-                for sender in part.sessions.idle_senders(now, ttl)
-                if not part.lanes.busy(sender)
-            ]
-            for sender in idle:
-                # Checked again: sending may wait for buffer space, and the world moves on (a
-                # message decided without a lane leaves no trace but a newer seen_at).
-                if part.revoked or part.lanes.busy(sender):
-                    continue
-                session = part.sessions.get(sender)
-                if session is None or now - session.seen_at < ttl:
-                    continue
+            for sender in part.sessions.idle_senders(now, ttl):
+                if part.lanes.busy(sender):
+                    continue  # a message of the sender is being decided: not idle
                 part.sessions.pop(sender)
-                part.expiry_acks.append(await self._write_session(part, sender, None))
+                part.expiry_acks.append(self._write_session(part, sender, None))
                 ended += 1
         if ended:
             log.info("ended %d idle sessions", ended)
