@@ -42,6 +42,7 @@ from tests.benchmarks.common import (
     tag,
     timed_worker_run,
 )
+from worker import eventloop
 
 COMMIT_INTERVAL = 0.2
 SESSION_TIMEOUT = 1.0
@@ -205,6 +206,7 @@ async def run_throughput(
     worker = statistics.median(worker_rates)
     base = statistics.median(passthrough_rates)
     return {
+        "loop": eventloop.loop_name(asyncio.get_running_loop()),
         "messages": messages,
         "partitions": partitions,
         "rounds": rounds,
@@ -467,7 +469,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.command == "throughput":
         emit(
-            asyncio.run(
+            eventloop.run(
                 run_throughput(
                     args.bootstrap, args.messages, args.partitions, args.rounds, args.profile
                 )
@@ -475,12 +477,12 @@ def main() -> None:
         )
     elif args.command == "latency":
         emit(
-            asyncio.run(
+            eventloop.run(
                 run_latency(args.bootstrap, args.rate, args.seconds, args.warmup, args.partitions)
             )
         )
     else:
-        asyncio.run(serve(args.bootstrap, args.topics, args.partitions))
+        eventloop.run(serve(args.bootstrap, args.topics, args.partitions))
 
 
 if __name__ == "__main__":
