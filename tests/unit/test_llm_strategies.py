@@ -44,6 +44,22 @@ def test_simple_shuffle_follows_weights() -> None:
     assert picks["b"] / 3000 == pytest.approx(2 / 3, abs=0.03)
 
 
+def test_simple_shuffle_draws_exactly_as_random_choices() -> None:
+    # The same seeded rng gives the same picks as random.choices with the weights, whether the
+    # candidates come as the group's tuple (cached by identity) or as a list.
+    group = (candidate("a", weight=1), candidate("b", weight=2), candidate("c", weight=3.5))
+    for candidates in (group, list(group)):
+        ours, reference = random.Random(11), random.Random(11)
+        for _ in range(2000):
+            expected = reference.choices(group, weights=[1, 2, 3.5], k=1)[0]
+            assert simple_shuffle(candidates, {}, ours) is expected
+
+
+def test_simple_shuffle_refuses_weights_that_add_up_to_infinity() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        simple_shuffle([candidate("a", weight=float("inf")), candidate("b")], {}, random.Random(1))
+
+
 def test_simple_shuffle_falls_back_to_rpm_then_tpm_then_uniform() -> None:
     by_rpm = tally(simple_shuffle, [candidate("a", rpm=100), candidate("b", rpm=300)], {})
     assert by_rpm["b"] / 3000 == pytest.approx(0.75, abs=0.03)

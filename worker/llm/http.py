@@ -27,7 +27,6 @@ import ssl
 import zlib
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import cast
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -53,11 +52,26 @@ class HttpError(Exception):
     response that is not well-formed HTTP/1.x."""
 
 
-@dataclass(frozen=True, slots=True)
 class HttpResponse:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
+    """Status, body and headers (a case-insensitive multidict, built when first read: a
+    successful call never reads them)."""
+
+    __slots__ = ("status", "body", "_fields", "_headers")
+
+    def __init__(self, status: int, fields: list[tuple[str, str]], body: bytes) -> None:
+        self.status = status
+        self.body = body
+        self._fields = fields
+        self._headers: CIMultiDictProxy[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        if self._headers is None:
+            self._headers = CIMultiDictProxy(CIMultiDict(self._fields))
+        return self._headers
+
+    def __repr__(self) -> str:
+        return f"HttpResponse({self.status}, {len(self.body)} bytes)"
 
 
 class _Connection(asyncio.Protocol):
@@ -74,7 +88,8 @@ class _Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._state = _DONE
         self._status = 0
-        self._headers: CIMultiDict[str] = CIMultiDict()
+        self._fields: list[tuple[str, str]] = []
+        self._encoding = ""
         self._keep_alive = False
         self._remaining = 0
         self._body = bytearray()
@@ -155,13 +170,13 @@ class _Connection(asyncio.Protocol):
         body = bytes(self._body)
         self._body = bytearray()
         self._state = _DONE
-        encoding = self._headers.get("Content-Encoding", "").strip().lower()
+        encoding = self._encoding
         if encoding and encoding != "identity":
             body = _decode(body, encoding)
         waiter = self._waiter
         self._waiter = None
         if waiter is not None and not waiter.done():
-            waiter.set_result(HttpResponse(self._status, CIMultiDictProxy(self._headers), body))
+            waiter.set_result(HttpResponse(self._status, self._fields, body))
         if not self._keep_alive or self._buffer:
             # Asked to close, or bytes beyond the response (nothing was pipelined): not reusable.
             self._keep_alive = False
@@ -233,28 +248,47 @@ class _Connection(asyncio.Protocol):
                 return
 
     def _start(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        version, _, rest = lines[0].partition(b" ")
-        code = rest[:3]
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-            raise HttpError(f"not an HTTP/1.x response: {lines[0][:40]!r}")
+        text = head.decode("latin-1")
+        status_line, _, rest = text.partition("\r\n")
+        version = status_line[:9]
+        code = status_line[9:12]
+        if (
+            version not in ("HTTP/1.1 ", "HTTP/1.0 ")
+            or len(code) != 3
+            or not code.isdigit()
+            or status_line[12:13] not in ("", " ")
+        ):
+            raise HttpError(f"not an HTTP/1.x response: {status_line[:40]!r}")
         status = int(code)
-        headers: CIMultiDict[str] = CIMultiDict()
-        for line in lines[1:]:
-            if line[:1] in (b" ", b"\t"):
-                raise HttpError("obsolete header line folding")
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name != name.strip():
+        fields: list[tuple[str, str]] = []
+        lengths: set[str] = set()
+        codings: list[str] = []
+        tokens: set[str] = set()
+        encoding = ""
+        for line in rest.split("\r\n") if rest else ():
+            name, colon, value = line.partition(":")
+            if not colon or not name or name.strip() != name:
+                # Also a line starting with a space or tab: obsolete line folding.
                 raise HttpError("malformed header line")
-            headers.add(name.decode("latin-1"), value.strip().decode("latin-1"))
+            value = value.strip()
+            fields.append((name, value))
+            lowered = name.lower()
+            if lowered == "content-length":
+                lengths.add(value)
+            elif lowered == "transfer-encoding":
+                codings.extend(t.strip().lower() for t in value.split(",") if t.strip())
+            elif lowered == "connection":
+                tokens.update(t.strip().lower() for t in value.split(","))
+            elif lowered == "content-encoding":
+                encoding = value.lower()
         if 100 <= status < 200:
             if status == 101:
                 raise HttpError("unexpected protocol switch (101)")
             return  # an interim response: the real one follows (state stays _HEAD)
         self._status = status
-        self._headers = headers
-        tokens = {t.strip().lower() for v in headers.getall("Connection", []) for t in v.split(",")}
-        if version == b"HTTP/1.1":
+        self._fields = fields
+        self._encoding = encoding
+        if version == "HTTP/1.1 ":
             self._keep_alive = "close" not in tokens
         else:
             self._keep_alive = "keep-alive" in tokens
@@ -262,12 +296,6 @@ class _Connection(asyncio.Protocol):
         if status in (204, 304):
             self._finish()
             return
-        codings = [
-            t.strip().lower()
-            for v in headers.getall("Transfer-Encoding", [])
-            for t in v.split(",")
-            if t.strip()
-        ]
         if codings:
             if codings[-1] == "chunked":
                 if any(c != "chunked" for c in codings):
@@ -277,7 +305,6 @@ class _Connection(asyncio.Protocol):
                 self._state = _UNTIL_EOF
                 self._keep_alive = False
             return
-        lengths = {v.strip() for v in headers.getall("Content-Length", [])}
         if not lengths:
             self._state = _UNTIL_EOF
             self._keep_alive = False

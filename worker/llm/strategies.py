@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+from bisect import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
@@ -108,7 +109,11 @@ def simple_shuffle(
     if not candidates:
         return None
     population, cumulative = _cached_weights(candidates)
-    return rng.choices(population, cum_weights=cumulative, k=1)[0]
+    total = cumulative[-1] + 0.0
+    if not 0.0 < total < math.inf:
+        return rng.choices(population, cum_weights=cumulative, k=1)[0]  # its ValueError
+    # random.choices(k=1) without its list and checks: the same draw, the same pick.
+    return population[bisect(cumulative, rng.random() * total, 0, len(population) - 1)]
 
 
 def least_busy(
