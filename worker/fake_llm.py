@@ -17,6 +17,9 @@ Routes (the deployment is what `script()` keys on):
 - Bedrock: `POST /model/{modelId}/converse`; deployment = the URL-decoded model id. With
   `bedrock_credentials`, the SigV4 signature is recomputed with botocore and checked.
 
+A scripted `latency` counts from the arrival of the request's first bytes, as a remote server's
+would: the fake's own work, and its queue behind other requests on a busy CPU, is not added to it.
+
 Run standalone: `python -m worker.fake_llm --host 0.0.0.0 --port 8000 --answer A --latency 0.05`.
 """
 
@@ -32,7 +35,7 @@ import signal
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -124,6 +127,45 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+class _ArrivalStamp(asyncio.Protocol):
+    """aiohttp's handler of one connection, and the loop time at which the bytes of the request
+    it is reading began to arrive. aiohttp starts a handler only after the handlers of the other
+    requests that arrived with it have run up to their first wait: under load, a request can wait
+    there for milliseconds before the fake even sees it."""
+
+    def __init__(
+        self,
+        handler: asyncio.Protocol,
+        arrivals: dict[asyncio.BaseProtocol, float],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._handler = handler
+        self._arrivals = arrivals
+        self._loop = loop
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._handler.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        # The first bytes since the handler took the last stamp start the next request.
+        if self._handler not in self._arrivals:
+            self._arrivals[self._handler] = self._loop.time()
+        self._handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._handler.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._arrivals.pop(self._handler, None)
+        self._handler.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._handler.resume_writing()
+
+
 def _wake(sleeper: asyncio.Future[None]) -> None:
     if not sleeper.done():
         sleeper.set_result(None)
@@ -209,6 +251,10 @@ class FakeLLMServer:
         self._responder = responder
         self._scripts: dict[str, _Script] = {}
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        # When the first bytes of the request a connection is reading arrived (loop time).
+        self._arrivals: dict[asyncio.BaseProtocol, float] = {}
+        self._arrived: dict[int, float] = {}  # by id() of the requests being handled
         self._stopping = asyncio.Event()
         self._sleepers: set[asyncio.Future[None]] = set()
         self._changed = asyncio.Event()
@@ -223,7 +269,7 @@ class FakeLLMServer:
         if self._runner is not None:
             raise RuntimeError("FakeLLMServer already started")
         self._stopping = asyncio.Event()
-        app = web.Application()
+        app = web.Application(middlewares=[self._take_arrival])
         app.router.add_post("/v1/chat/completions", self._openai_chat)
         app.router.add_post("/chat/completions", self._openai_chat)
         app.router.add_post("/v1/completions", self._openai_text)
@@ -240,16 +286,29 @@ class FakeLLMServer:
             app, access_log=None, handler_cancellation=True, shutdown_timeout=5.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
-        await site.start()
+        handlers = runner.server
+        assert handlers is not None
+        arrivals = self._arrivals
+        loop = asyncio.get_running_loop()
+        try:
+            # aiohttp's own connection handlers, each behind a stamp of when its request's
+            # first bytes arrived (see _ArrivalStamp).
+            self._listener = await loop.create_server(
+                lambda: _ArrivalStamp(handlers(), arrivals, loop), self._host, self._port
+            )
+        except BaseException:
+            await runner.cleanup()
+            raise
         self._runner = runner
-        address = runner.addresses[0]
-        self._port = int(address[1])
+        self._port = int(self._listener.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()  # no new connections; aiohttp shuts the open ones down below
         # Wakes hanging and sleeping handlers first, so shutdown does not wait on them.
         self._stopping.set()
         for sleeper in self._sleepers:
@@ -385,6 +444,19 @@ class FakeLLMServer:
         self._notify()
 
     # -- request handling ----------------------------------------------------------------------
+
+    @web.middleware
+    async def _take_arrival(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        # Every request takes its connection's stamp, so the next one on it gets a fresh one.
+        arrived = self._arrivals.pop(request.protocol, None)
+        key = id(request)
+        self._arrived[key] = arrived if arrived is not None else asyncio.get_running_loop().time()
+        try:
+            return await handler(request)
+        finally:
+            del self._arrived[key]
 
     @staticmethod
     async def _read_body(request: web.Request) -> dict[str, Any] | None:
@@ -541,7 +613,11 @@ class FakeLLMServer:
         scripted = self._script_for(deployment)
         # Not stored: a default script set later must still apply to this deployment.
         script = scripted if scripted is not None else _Script(answer="A")
-        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        # The scripted latency counts from the request's arrival, as a remote server's would:
+        # this process's own work (and its queue behind other requests on this CPU) is not
+        # added on top of it.
+        started = self._arrived[id(request)]
         self.in_flight[deployment] += 1
         self.max_in_flight[deployment] = max(
             self.max_in_flight[deployment], self.in_flight[deployment]
@@ -552,7 +628,7 @@ class FakeLLMServer:
                 await self._stopping.wait()
                 return self._error(flavor, 503, "server stopping")
             if script.latency > 0:
-                await self._sleep(script.latency)
+                await self._sleep(started + script.latency - loop.time())
             error_status = script.error_for_this_call()
             if error_status is not None:
                 return self._error(
@@ -565,7 +641,7 @@ class FakeLLMServer:
                 answer = self._responder("\n".join(_prompt_texts(flavor, body)))
             else:
                 answer = script.next_answer()
-            latency_ms = int((time.monotonic() - started) * 1000)
+            latency_ms = int((loop.time() - started) * 1000)
             return await self._answer(request, flavor, deployment, body, answer, latency_ms)
         finally:
             self.in_flight[deployment] -= 1
@@ -573,7 +649,7 @@ class FakeLLMServer:
 
     async def _sleep(self, seconds: float) -> None:
         """asyncio.sleep that stop() cuts short (a timer and a future: the cheapest wait)."""
-        if self._stopping.is_set():
+        if seconds <= 0 or self._stopping.is_set():
             return
         loop = asyncio.get_running_loop()
         sleeper: asyncio.Future[None] = loop.create_future()
@@ -833,7 +909,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--answer", default="A", help="answer of every deployment")
     parser.add_argument("--answers", default="", help="comma-separated answers, cycled")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds from a request's arrival to its answer"
+    )
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--error-status", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)

@@ -1,8 +1,8 @@
 """The project's FakeLLMServer in a process of its own, for the benchmarks.
 
-Every deployment (any `model` / Azure deployment name) answers `--answer` after `--latency`
-seconds. Prints `listening URL` once up; stops when its stdin closes. The server's request log is
-cleared every second, so a long run does not grow it without bound.
+Every deployment (any `model` / Azure deployment name) answers `--answer` `--latency` seconds
+after the request arrived. Prints `listening URL` once up; stops when its stdin closes. The
+server's request log is cleared every second, so a long run does not grow it without bound.
 """
 
 from __future__ import annotations

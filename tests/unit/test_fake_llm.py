@@ -308,6 +308,24 @@ async def test_latency_holds_calls_in_flight_together(server: FakeLLMServer) -> 
     assert server.in_flight["slow"] == server.in_flight["fast"] == 0
 
 
+async def test_every_request_takes_its_connections_arrival_stamp(
+    server: FakeLLMServer, http: aiohttp.ClientSession
+) -> None:
+    # Latency counts from a request's arrival. Requests that end early (errors, health) take
+    # their stamp too, so the next request on the same keep-alive connection gets its own.
+    server.script("slow", latency=0.05, answer="B")
+    url = server.url + "/v1/chat/completions"
+    for body in ({"messages": []}, b"not json", {"model": "slow", "messages": []}):
+        kwargs: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
+        async with http.post(url, **kwargs) as response:
+            await response.read()
+    async with http.get(server.url + "/health") as response:
+        assert response.status == 200
+    async with http.post(url, json={"model": "slow", "messages": []}) as response:
+        assert (await response.json())["choices"][0]["message"]["content"] == "B"
+    assert server._arrivals == {} and server._arrived == {}
+
+
 async def test_wait_for_requests(server: FakeLLMServer) -> None:
     server.script("slow", latency=30)
     async with openai_client(server) as client:
