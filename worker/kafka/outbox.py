@@ -54,7 +54,7 @@ class Outbox:
         self._partitioner = RememberingPartitioner()
         self._partitions: dict[str, range] = {}
         self._open: dict[tuple[str, int], _Batch] = {}
-        # Full batches not handed over yet; `add` waits while a partition has too many.
+        # Full batches not handed over yet; `room` waits while a partition has too many.
         self._full: dict[tuple[str, int], deque[_Batch]] = {}
         self._queued_batches = queued_batches
         self._room = asyncio.Event()

@@ -2,8 +2,10 @@
 
 Flow of one input record:
   fetch (at most `max_in_flight` undecided; at the bound the partitions are paused) -> decode
-  (bad: DLQ) -> the sender's lane -> decide -> changelog + inbox records -> acknowledged by the
-  broker -> its offset joins the committable prefix -> commit, batched by time and by count.
+  (bad: DLQ) -> decide at once when nothing needs fetching and no earlier message of the sender
+  waits, else in the sender's lane once the NLU server or the LLM answers -> changelog + inbox
+  records into the outbox -> acknowledged by the broker -> its offset joins the committable
+  prefix -> commit, batched by time and by count.
 Sessions live in memory per assigned partition, restored from the changelog partition with the
 same number before that partition's first message is decided. The restore runs outside the
 rebalance callback: aiokafka sends no heartbeats while a callback runs, so a long restore there
