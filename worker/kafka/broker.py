@@ -28,10 +28,20 @@ class BrokerStartError(RuntimeError):
 
 
 class EmbeddedBroker:
-    """A Tansu broker process listening on a free loopback port."""
+    """A Tansu broker process listening on a free loopback port.
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    `advertised_port`: the port clients are told to connect to (in metadata), when it is not the
+    one the broker listens on, e.g. a proxy's; by default the listening port.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        advertised_port: int | None = None,
+    ) -> None:
         self.port = port or free_loopback_port()
+        self.advertised_port = advertised_port or self.port
         self._log_path = log_path
         self._process: asyncio.subprocess.Process | None = None
 
@@ -48,7 +58,7 @@ class EmbeddedBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://127.0.0.1:{self.advertised_port}",
             "--storage-engine",
             "memory://tansu/",
             stdout=log_file,
