@@ -309,6 +309,18 @@ def test_azure_model_needs_deployment(workdir: Path) -> None:
     ]
 
 
+def test_api_base_must_be_an_http_url(workdir: Path) -> None:
+    text = "model_groups:\n" + "".join(
+        f"  - id: g{i}\n    models:\n      - {{provider: openai, model: m, api_base: '{url}'}}\n"
+        for i, url in enumerate(["ftp://llm.internal/v1", "https://"])
+    )
+    assert problems_of(write(text)) == [
+        f"endpoints.yml: model_groups[{i}] (id g{i}).models[0].api_base: "
+        "must be an http:// or https:// URL with a host"
+        for i in (0, 1)
+    ]
+
+
 def test_group_without_id_or_models(workdir: Path) -> None:
     problems = problems_of(write("model_groups:\n  - models: []\n  - id: g\n  - just-text\n"))
     assert problems == [

@@ -7,8 +7,9 @@ These models validate values *after* `${VAR}` expansion; the file-level rules (w
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 Provider = Literal["openai", "azure", "self-hosted", "ollama", "litellm_proxy", "rasa", "bedrock"]
 RoutingStrategy = Literal[
@@ -54,6 +55,17 @@ class Deployment(BaseModel):
     tpm: int | None = Field(default=None, gt=0)
     input_cost_per_token: float | None = Field(default=None, ge=0)
     output_cost_per_token: float | None = Field(default=None, ge=0)
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # A `${NAME}` left in place is an unset variable, which endpoints.yml's loading
+        # reports itself: not a second problem here.
+        if value is not None and "${" not in value:
+            parts = urlsplit(value)
+            if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL with a host")
+        return value
 
     @model_validator(mode="after")
     def _names_a_model(self) -> Deployment:
