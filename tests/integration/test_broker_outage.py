@@ -10,9 +10,8 @@ Hence its own broker, even when KAFKA_BOOTSTRAP_SERVERS names a cluster.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from tests.integration.test_intent_routing import make_router, make_settings
 from tests.kafka_support import Outgoing, TopicReader, produce, routed, user_message
+from tests.log_capture import CapturedLog, captured
 from tests.tcp_proxy import TcpProxy
 from worker.kafka.broker import EmbeddedBroker, free_loopback_port
 from worker.runtime.worker import RoutingWorker, RuntimeSettings
@@ -36,42 +36,20 @@ NEW_CALM_SENDERS = [f"new-calm-{i}" for i in range(3)]  # first seen in batch B
 NEW_NLU_SENDERS = [f"new-nlu-{i}" for i in range(3)]
 
 
-class WorkerLog(logging.Handler):
-    """Every line the worker logs, awaitable."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-        self._changed = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.levelname} {record.getMessage()}")
-        self._changed.set()
-
-    def committed(self, topic: str) -> dict[int, int]:
-        """The highest offset committed per partition of `topic`, by the worker's account."""
-        offsets: dict[int, int] = {}
-        for line in self.lines:
-            if line.startswith("DEBUG committed "):
-                for name, partition, offset in COMMITTED.findall(line):
-                    if name == topic:
-                        offsets[int(partition)] = max(offsets.get(int(partition), 0), int(offset))
-        return offsets
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Until `predicate()` holds, checked at each line logged (callers bound the wait)."""
-        while not predicate():
-            self._changed.clear()
-            await self._changed.wait()
-
-    def dump(self) -> str:
-        return "worker log (last 60 lines):\n" + "\n".join(self.lines[-60:])
+def logged_commits(log: CapturedLog, topic: str) -> dict[int, int]:
+    """The highest offset committed per partition of `topic`, by the worker's account."""
+    offsets: dict[int, int] = {}
+    for line in log.messages("committed "):
+        for name, partition, offset in COMMITTED.findall(line):
+            if name == topic:
+                offsets[int(partition)] = max(offsets.get(int(partition), 0), int(offset))
+    return offsets
 
 
 class Watched:
     """A running worker, its log, and bounded steps that end early if the worker stops."""
 
-    def __init__(self, worker: RoutingWorker, task: asyncio.Task[None], log: WorkerLog) -> None:
+    def __init__(self, worker: RoutingWorker, task: asyncio.Task[None], log: CapturedLog) -> None:
         self.worker, self.task, self.log = worker, task, log
 
     @asynccontextmanager
@@ -104,21 +82,14 @@ class Watched:
 @asynccontextmanager
 async def watched_worker(settings: RuntimeSettings) -> AsyncIterator[Watched]:
     """Like tests.kafka_support.running_worker, with the worker's task and log at hand."""
-    logger = logging.getLogger("worker.runtime.worker")
-    log, level = WorkerLog(), logger.level
-    logger.addHandler(log)
-    logger.setLevel(logging.DEBUG)
-    worker, stop = RoutingWorker(settings, make_router()), asyncio.Event()
-    task = asyncio.create_task(worker.run(stop), name="worker")
-    try:
-        yield Watched(worker, task, log)
-    finally:
-        stop.set()
+    with captured("worker.runtime.worker") as log:
+        worker, stop = RoutingWorker(settings, make_router()), asyncio.Event()
+        task = asyncio.create_task(worker.run(stop), name="worker")
         try:
-            await asyncio.wait_for(task, 30)  # a clean stop; what the worker crashed with, else
+            yield Watched(worker, task, log)
         finally:
-            logger.removeHandler(log)
-            logger.setLevel(level)
+            stop.set()
+            await asyncio.wait_for(task, 30)  # a clean stop; what the worker crashed with, else
 
 
 @dataclass
@@ -250,7 +221,9 @@ async def test_worker_recovers_from_a_broker_outage_mid_run(tmp_path: Path, outa
             for record in inputs:
                 ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
             await log.wait_until(
-                lambda: all(log.committed(topics.input).get(p, 0) >= e for p, e in ends.items())
+                lambda: all(
+                    logged_commits(log, topics.input).get(p, 0) >= e for p, e in ends.items()
+                )
             )
             committed = await committed_offsets(bootstrap, settings)
         assert all((committed[p] or 0) >= end for p, end in ends.items()), (committed, ends)
