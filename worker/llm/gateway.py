@@ -132,7 +132,8 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 
 class ModelGroupGateway:
-    """Completions from one model group. One aiohttp session (lazy; `close()` ends it)."""
+    """Completions from one model group: keep-alive connections per deployment (worker.llm.http),
+    an aiohttp session for those behind a proxy (both lazy; `close()` ends them)."""
 
     def __init__(
         self,
