@@ -42,7 +42,8 @@ class CoexistenceRouter:
         if decision is not None:
             return decision
         parse_data, config = message.parse_data, self.config
-        if isinstance(config, IntentBasedRouterConfig) and (parse_data or self._nlu is None):
+        needs_nlu = parse_data is None and self._nlu is not None
+        if isinstance(config, IntentBasedRouterConfig) and not needs_nlu:
             intent = parse_data.intent if parse_data is not None else None
             return decide_by_intent(intent, config, self.triggers, nlu_failed=False)
         return None
