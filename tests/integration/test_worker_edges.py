@@ -108,16 +108,24 @@ async def test_restarted_worker_keeps_sticky_sessions(bootstrap: str) -> None:
 class RasaNluStub:
     """A Rasa NLU HTTP server on loopback: `POST /model/parse` answering scripted intents."""
 
-    def __init__(self, intents: dict[str, str | None], fail_first: int = 0) -> None:
+    def __init__(
+        self,
+        intents: dict[str, str | None],
+        fail_first: int = 0,
+        held_until: asyncio.Event | None = None,
+    ) -> None:
         self.intents = intents
         self.calls: list[dict[str, Any]] = []
         self.fail_first = fail_first
+        self.held_until = held_until  # answers wait for it
         self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def parse(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.calls.append({"body": body, "token": request.query.get("token")})
+        if self.held_until is not None:
+            await self.held_until.wait()
         if self.fail_first > 0:
             self.fail_first -= 1
             return web.json_response({"error": "busy"}, status=503)
@@ -163,6 +171,42 @@ async def test_intent_from_nlu_server_when_parse_data_is_missing(bootstrap: str)
     assert results["jon"]["reason"] == "listed_intent"
     assert [c["body"]["text"] for c in nlu.calls] == ["send money", "send money"]  # one retry
     assert all(c["token"] == "t0k" for c in nlu.calls)
+
+
+async def test_a_message_decidable_at_once_waits_behind_its_senders_nlu_call(
+    bootstrap: str,
+) -> None:
+    settings = make_settings(bootstrap, partitions=1)
+    answer = asyncio.Event()
+    async with RasaNluStub({"send money": "transfer_money"}, held_until=answer) as nlu:
+        router = CoexistenceRouter(CONFIG, TRIGGERS, nlu=NluServer(nlu.url, timeout=30))
+        async with (
+            running_worker(settings, router),
+            TopicReader(bootstrap, settings.topics.calm, settings.topics.nlu) as reader,
+        ):
+            await produce(
+                bootstrap,
+                settings.topics.input,
+                [
+                    user_message("ivy", "send money"),  # waits for the NLU server
+                    user_message("ivy", "hi", "handoff"),  # could be decided at once: must wait
+                    user_message("jon", "hi", "handoff"),  # another sender: does not wait
+                ],
+            )
+
+            def sender_ids(records: list[Any]) -> list[str]:
+                return [routed(r)["message"]["sender_id"] for r in records]
+
+            await reader.wait_until(lambda records: "jon" in sender_ids(records), "jon routed")
+            assert "ivy" not in sender_ids(reader.records)
+            answer.set()
+            records = await reader.wait_for(3)
+        await router.close()
+    ivy = [routed(r) for r in records if routed(r)["message"]["sender_id"] == "ivy"]
+    assert [(m["message"]["text"], m["routing"]["route"], m["routing"]["reason"]) for m in ivy] == [
+        ("send money", "calm", "listed_intent"),
+        ("hi", "calm", "sticky_session"),  # decided after the first opened a CALM session
+    ]
 
 
 async def test_unreachable_nlu_server_routes_nlu_sticky_with_reason(bootstrap: str) -> None:
