@@ -28,6 +28,7 @@ import orjson
 from tests.benchmarks.common import (
     INTENT_ROUTER,
     ROOT,
+    CommitProgress,
     CommitWatch,
     child_env,
     create_topics,
@@ -127,6 +128,7 @@ async def passthrough(
     await consumer.start()
     consumer.subscribe([source], listener=Listener())
     pending: deque[tuple[int, int, asyncio.Future[Any]]] = deque()
+    progress = CommitProgress(ends)
     stop = asyncio.Event()
 
     async def commit_loop() -> None:
@@ -140,6 +142,8 @@ async def passthrough(
                 offsets[TopicPartition(source, partition)] = offset + 1
             if offsets:
                 await consumer.commit(offsets)
+                for tp, position in offsets.items():
+                    progress.committed(tp.partition, position)
 
     async def pump() -> None:
         while not stop.is_set():
@@ -155,10 +159,13 @@ async def passthrough(
     profiler = start_profiler(profile)
     committer = asyncio.create_task(commit_loop())
     try:
-        t1 = await CommitWatch(bootstrap, group, source, ends).wait(600)
-        cpu1 = rusage_cpu()
+        try:
+            t1 = await progress.wait(600)
+            cpu1 = rusage_cpu()
+        finally:
+            stop_profiler(profiler, profile)
+        await CommitWatch(bootstrap, group, source, ends).wait(30)  # the broker agrees
     finally:
-        stop_profiler(profiler, profile)
         stop.set()
         await asyncio.gather(pump_task, committer, return_exceptions=True)
         await consumer.stop()
