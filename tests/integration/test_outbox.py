@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
 from tests.kafka_support import TopicReader
@@ -93,3 +94,21 @@ async def test_closing_fails_the_records_not_handed_over(bootstrap: str) -> None
             await ack
     finally:
         await client.stop()
+
+
+async def test_a_record_over_the_request_size_is_refused_alone(bootstrap: str) -> None:
+    topic = await new_topic(bootstrap, 1)
+    client = producer(bootstrap)
+    await client.start()
+    outbox = Outbox(client, max_request_size=10_000)
+    try:
+        before = outbox.add(topic, b"before", key=b"k", partition=0)
+        with pytest.raises(MessageSizeTooLargeError, match=f"for {topic} is larger"):
+            outbox.add(topic, b"x" * 10_000, key=b"k", partition=0)
+        after = outbox.add(topic, b"after", key=b"k", partition=0)
+        await asyncio.gather(before, after)
+    finally:
+        await client.stop()
+    async with TopicReader(bootstrap, topic) as reader:
+        records = await reader.read_to_end()
+    assert [r.value for r in records] == [b"before", b"after"]

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from worker.kafka.partitioner import RememberingPartitioner
 
@@ -49,8 +50,15 @@ class _Batch:
 
 
 class Outbox:
-    def __init__(self, producer: AIOKafkaProducer, *, queued_batches: int = 4) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        *,
+        max_request_size: int = 1_048_576,  # the producer's, which `send` would check
+        queued_batches: int = 4,
+    ) -> None:
         self._producer = producer
+        self._max_request_size = max_request_size
         self._partitioner = RememberingPartitioner()
         self._partitions: dict[str, range] = {}
         self._open: dict[tuple[str, int], _Batch] = {}
@@ -76,6 +84,14 @@ class Outbox:
     ) -> Ack:
         """Queue one record; `partition` None picks it by key like Kafka's default partitioner
         (the topic must be learnt first). Never waits: callers wait for `room` now and then."""
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])
+        if size > self._max_request_size:
+            # Refused here, like aiokafka's `send` does, rather than failing the whole batch at
+            # the broker (and with it every record of other messages in it).
+            raise MessageSizeTooLargeError(
+                f"a record of {size} bytes for {topic} is larger than the producer's "
+                f"max_request_size ({self._max_request_size})"
+            )
         if partition is None:
             partitions = self._partitions.get(topic)
             if partitions is None:

@@ -43,6 +43,8 @@ from worker.runtime.replay import Replay, SenderHistory
 
 log = logging.getLogger(__name__)
 
+MAX_REQUEST_SIZE = 1_048_576  # bytes: aiokafka's default, and Kafka's default message.max.bytes
+
 
 @dataclass(frozen=True)
 class RuntimeSettings:
@@ -186,8 +188,9 @@ class RoutingWorker:
             enable_idempotence=False,
             linger_ms=5,
             max_batch_size=256 * 1024,
+            max_request_size=MAX_REQUEST_SIZE,
         )
-        self._outbox = outbox = Outbox(self._producer)
+        self._outbox = outbox = Outbox(self._producer, max_request_size=MAX_REQUEST_SIZE)
         self._publisher = Publisher(outbox, self._topics)
         self._consumer = AIOKafkaConsumer(
             **conn,
