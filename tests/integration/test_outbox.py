@@ -69,13 +69,17 @@ async def test_full_batches_follow_each_other_in_order(bootstrap: str) -> None:
     await client.start()
     outbox = Outbox(client, queued_batches=1)  # `room` waits for the producer to take batches
     acks = []
+    waited = False  # `room` had to wait at least once: more batches than the producer took
     try:
         for i in range(300):
             acks.append(outbox.add(topic, f"{i:04d}".encode() * 20, key=None, partition=0))
+            waited |= not outbox.has_room()
             await outbox.room()
+            assert outbox.has_room()
         ends = [await ack for ack in acks]
     finally:
         await client.stop()
+    assert waited
     assert ends == sorted(ends) and ends[-1] >= 300 and len(set(ends)) > 10
     async with TopicReader(bootstrap, topic) as reader:
         records = await reader.wait_for(300)

@@ -110,9 +110,13 @@ class Outbox:
         self._full.setdefault(where, deque()).append(self._open.pop(where))
         return self.add(topic, value, key=key, partition=partition, headers=headers)
 
+    def has_room(self) -> bool:
+        """No partition has more full batches waiting than `queued_batches`."""
+        return all(len(full) <= self._queued_batches for full in self._full.values())
+
     async def room(self) -> None:
-        """Wait while some partition has more full batches than the producer has taken."""
-        while any(len(full) > self._queued_batches for full in self._full.values()):
+        """Wait until `has_room`: the producer has taken enough batches."""
+        while not self.has_room():
             self._room.clear()
             await self._room.wait()
 

@@ -309,8 +309,10 @@ class RoutingWorker:
                     continue  # revoked while the fetch was in flight: the new owner reads it
                 for record in records:
                     self._dispatch(part, record)
-            # The outbox's batches are bounded: fetch no more while the producer lags.
-            await outbox.room()
+            if not outbox.has_room():
+                # The outbox's batches are bounded: fetch no more while the producer lags (it
+                # may lag for its whole request timeout with the broker gone: stop still wins).
+                await _unless_stopped(outbox.room(), stop)
 
     def _dispatch(self, part: AssignedPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         """Decide the record now when nothing needs waiting for, else queue it in its lane."""
