@@ -9,7 +9,8 @@ import gzip
 import shutil
 import ssl
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from worker.llm.http import HttpClient, HttpError, Target
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 Reply = Callable[[int, bytes], Awaitable[bytes | None]]
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 def ok(body: bytes = b'{"ok":true}', extra: bytes = b"") -> bytes:
@@ -65,11 +67,27 @@ class RawServer:
             writer.close()
 
 
-async def serve(reply: Reply, **kw: object) -> tuple[RawServer, asyncio.Server, Target]:
-    raw = RawServer(reply, **kw)  # type: ignore[arg-type]
-    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+@asynccontextmanager
+async def client_of(
+    handle: StreamHandler, path: str = "/"
+) -> AsyncIterator[tuple[Target, HttpClient]]:
+    """A loopback server running `handle` per connection, the target `path` on it, and a
+    client; both closed at the end."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    return raw, server, Target(URL(f"http://127.0.0.1:{port}/v1/chat/completions?x=1"))
+    client = HttpClient()
+    try:
+        yield Target(URL(f"http://127.0.0.1:{port}{path}")), client
+    finally:
+        await client.close()
+        server.close()
+
+
+@asynccontextmanager
+async def serve(reply: Reply, **kw: object) -> AsyncIterator[tuple[RawServer, Target, HttpClient]]:
+    raw = RawServer(reply, **kw)  # type: ignore[arg-type]
+    async with client_of(raw.handle, "/v1/chat/completions?x=1") as (target, client):
+        yield raw, target, client
 
 
 def on_each_loop(scenario: Callable[[], Awaitable[None]]) -> Callable[[str], None]:
@@ -87,9 +105,7 @@ async def _keep_alive_reuses_one_connection() -> None:
     async def reply(n: int, request: bytes) -> bytes:
         return ok(b'{"n":%d}' % n, b"Content-Type: application/json\r\n")
 
-    raw, server, target = await serve(reply)
-    client = HttpClient()
-    try:
+    async with serve(reply) as (raw, target, client):
         for n in (1, 2, 3):
             response = await client.post(
                 target, {"Authorization": "Bearer k"}, b'{"a":1}', timeout=5
@@ -102,9 +118,6 @@ async def _keep_alive_reuses_one_connection() -> None:
         assert f"Host: 127.0.0.1:{target.port}".encode() in head
         assert b"Authorization: Bearer k" in head and b"Content-Length: 7" in head
         assert raw.requests[0].endswith(b'\r\n\r\n{"a":1}')
-    finally:
-        await client.close()
-        server.close()
 
 
 test_keep_alive_reuses_one_connection = on_each_loop(_keep_alive_reuses_one_connection)
@@ -120,16 +133,11 @@ async def _chunked_and_interim_answers_split_into_single_bytes() -> None:
     async def reply(n: int, request: bytes) -> bytes:
         return chunked
 
-    raw, server, target = await serve(reply, split=True)
-    client = HttpClient()
-    try:
+    async with serve(reply, split=True) as (raw, target, client):
         for _ in range(2):
             response = await client.post(target, {}, b"{}", timeout=5)
             assert (response.status, response.body) == (200, b'{"a":1}')
         assert raw.connections == 1
-    finally:
-        await client.close()
-        server.close()
 
 
 test_chunked_and_interim_answers_split_into_single_bytes = on_each_loop(
@@ -154,19 +162,13 @@ async def _close_delimited_and_connection_close_answers_are_not_reused() -> None
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    target = Target(URL(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"))
-    client = HttpClient()
-    try:
+    async with client_of(handle) as (target, client):
         first = await client.post(target, {}, b"{}", timeout=5)
         second = await client.post(target, {}, b"{}", timeout=5)
         assert (first.status, first.body) == (200, b"first")
         assert (second.status, second.body) == (503, b"busy, come back later")
         assert second.headers["retry-after"] == "1"
         assert connections == 2
-    finally:
-        await client.close()
-        server.close()
 
 
 test_close_delimited_and_connection_close_answers_are_not_reused = on_each_loop(
@@ -180,15 +182,10 @@ async def _a_reused_connection_closed_by_the_server_is_retried_once_on_a_new_one
     async def reply(n: int, request: bytes) -> bytes | None:
         return None if n == 2 else ok(b"n%d" % n)
 
-    raw, server, target = await serve(reply)
-    client = HttpClient()
-    try:
+    async with serve(reply) as (raw, target, client):
         assert (await client.post(target, {}, b"{}", timeout=5)).body == b"n1"
         assert (await client.post(target, {}, b"{}", timeout=5)).body == b"n3"
         assert raw.connections == 2 and len(raw.requests) == 3
-    finally:
-        await client.close()
-        server.close()
 
 
 test_a_reused_connection_closed_by_the_server_is_retried_once_on_a_new_one = on_each_loop(
@@ -200,15 +197,10 @@ async def _a_new_connection_closed_before_answering_is_an_error() -> None:
     async def reply(n: int, request: bytes) -> bytes | None:
         return None
 
-    raw, server, target = await serve(reply)
-    client = HttpClient()
-    try:
+    async with serve(reply) as (raw, target, client):
         with pytest.raises(HttpError, match="closed the connection before answering"):
             await client.post(target, {}, b"{}", timeout=5)
         assert raw.connections == 1  # not retried: a fresh connection's failure is real
-    finally:
-        await client.close()
-        server.close()
 
 
 test_a_new_connection_closed_before_answering_is_an_error = on_each_loop(
@@ -224,16 +216,11 @@ async def _a_silent_server_times_out_and_its_connection_is_dropped() -> None:
             await answered.wait()  # never set: this request is never answered
         return ok(b"late" if n == 1 else b"second")
 
-    raw, server, target = await serve(reply)
-    client = HttpClient()
-    try:
+    async with serve(reply) as (raw, target, client):
         with pytest.raises(TimeoutError):
             await client.post(target, {}, b"{}", timeout=0.1)
         assert (await client.post(target, {}, b"{}", timeout=5)).body == b"second"
         assert raw.connections == 2
-    finally:
-        await client.close()
-        server.close()
 
 
 test_a_silent_server_times_out_and_its_connection_is_dropped = on_each_loop(
@@ -260,16 +247,10 @@ async def _malformed_answers_are_http_errors() -> None:
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    target = Target(URL(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"))
-    client = HttpClient()
-    try:
+    async with client_of(handle) as (target, client):
         for _ in answers:
             with pytest.raises(HttpError):
                 await client.post(target, {}, b"", timeout=5)
-    finally:
-        await client.close()
-        server.close()
 
 
 test_malformed_answers_are_http_errors = on_each_loop(_malformed_answers_are_http_errors)
@@ -281,13 +262,8 @@ async def _gzip_bodies_are_decoded() -> None:
     async def reply(n: int, request: bytes) -> bytes:
         return ok(body, b"Content-Encoding: gzip\r\n")
 
-    raw, server, target = await serve(reply)
-    client = HttpClient()
-    try:
+    async with serve(reply) as (raw, target, client):
         assert (await client.post(target, {}, b"{}", timeout=5)).body == b'{"choices":[]}'
-    finally:
-        await client.close()
-        server.close()
 
 
 test_gzip_bodies_are_decoded = on_each_loop(_gzip_bodies_are_decoded)
