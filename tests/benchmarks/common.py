@@ -14,7 +14,6 @@ import logging
 import os
 import platform
 import random
-import re
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from tests.log_capture import committed_positions
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT_PREFIX = "BENCH-RESULT "
@@ -262,14 +263,8 @@ class _LoggedCommits(logging.Handler):
         self._progress = progress
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith("committed "):
-            for name, partition, position in _COMMITTED.findall(message):
-                if name == self._topic:
-                    self._progress.committed(int(partition), int(position))
-
-
-_COMMITTED = re.compile(r"(\S+)\[(\d+)\]=(\d+)")
+        for partition, position in committed_positions(record.getMessage(), self._topic).items():
+            self._progress.committed(partition, position)
 
 
 class CommitWatch:

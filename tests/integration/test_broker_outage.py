@@ -10,7 +10,6 @@ Hence its own broker, even when KAFKA_BOOTSTRAP_SERVERS names a cluster.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,12 +22,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from tests.integration.test_intent_routing import make_router, make_settings
 from tests.kafka_support import Outgoing, TopicReader, produce, routed, user_message
-from tests.log_capture import CapturedLog, captured
+from tests.log_capture import CapturedLog, captured, committed_positions
 from tests.tcp_proxy import TcpProxy
 from worker.kafka.broker import EmbeddedBroker, free_loopback_port
 from worker.runtime.worker import RoutingWorker, RuntimeSettings
-
-COMMITTED = re.compile(r"(\S+)\[(\d+)\]=(\d+)")  # one offset of a "committed ..." line
 
 CALM_SENDERS = [f"calm-{i}" for i in range(5)]  # open a CALM session in batch A
 NLU_SENDERS = [f"nlu-{i}" for i in range(5)]  # open an NLU session in batch A
@@ -39,10 +36,9 @@ NEW_NLU_SENDERS = [f"new-nlu-{i}" for i in range(3)]
 def logged_commits(log: CapturedLog, topic: str) -> dict[int, int]:
     """The highest offset committed per partition of `topic`, by the worker's account."""
     offsets: dict[int, int] = {}
-    for line in log.messages("committed "):
-        for name, partition, offset in COMMITTED.findall(line):
-            if name == topic:
-                offsets[int(partition)] = max(offsets.get(int(partition), 0), int(offset))
+    for message in log.messages("committed "):
+        for partition, offset in committed_positions(message, topic).items():
+            offsets[partition] = max(offsets.get(partition, 0), offset)
     return offsets
 
 
