@@ -1,55 +1,66 @@
-"""Keep-alive HTTP/1.1 POSTs: the gateway's transport to deployments it reaches directly.
+"""Keep-alive HTTP/1.1 requests: the gateway's transport to deployments it reaches directly.
 
 The gateway sends one small POST and reads one small JSON answer per call, thousands of times a
-second, and that was half of its CPU in aiohttp's general-purpose client (request and response
-objects, header multidicts, payload and timer machinery, trace hooks: about 0.12 ms per call of
-0.25). This client does only what those calls need, on asyncio protocols:
+second; a general-purpose client (aiohttp's: request and response objects, header multidicts,
+payload and timer machinery, trace hooks) was half of its CPU per call. This client does only
+what those calls need, on asyncio protocols; responses are parsed by httptools (llhttp, the
+parser of Node.js and uvicorn), never by hand:
 
 - one pool of keep-alive connections per origin (scheme, host, port), most recently used first;
   an idle connection is dropped after IDLE_TIMEOUT seconds, or as soon as the server closes it;
-- `http` and `https` (the system's default certificate checks, as aiohttp's), TCP_NODELAY (the
-  loop's default for TCP);
-- responses framed by Content-Length, chunked transfer coding, or the end of the connection;
-  1xx interim responses skipped; gzip/deflate bodies decoded (none is asked for);
-- one deadline per request, connect included: TimeoutError when it passes;
+- `http` and `https` (the TLS trust of worker.llm.tls), TCP_NODELAY (the loop's default);
+- responses framed by Content-Length, chunked transfer coding, or the end of the connection
+  (Transfer-Encoding: identity included), with LF-only line endings read as the openai SDK's
+  parser reads them; a connection reset or lost before the end of a body is an error, never a
+  shorter answer; 1xx interim responses skipped;
+- `Accept-Encoding: gzip, identity`; the body decoded as it arrives, bounded after decoding
+  (worker.llm.body); a coding we did not ask for fails before its body is read;
+- redirects followed as the openai SDK (httpx) follows them (301/302/303 turn a POST into a GET,
+  307/308 repeat it; at most MAX_REDIRECTS), but only within the origin: the request's
+  credentials never go to another host;
+- one deadline per call, connect, TLS handshake and redirects included: HttpTimeout (a
+  TimeoutError) naming the phase when it passes;
 - a request on a reused connection that the server closed before answering anything (its idle
   timeout racing our request) is sent once more on a new connection, as browsers and urllib3 do;
 - anything else going wrong below HTTP is an HttpError naming what happened (never a secret: the
-  request is not part of the message).
+  request is not part of the message); every HttpError carries the seconds the call took.
 
-Proxies are not handled here: a deployment behind HTTP(S)_PROXY goes through aiohttp (gateway).
+Deployments behind a proxy go through worker.llm.proxied (aiohttp), with the same bounds,
+decoding, redirects and errors (BaseHttpClient).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-import zlib
 from collections import deque
 from collections.abc import Mapping
 from typing import cast
 
+import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from worker.llm.body import ACCEPT_ENCODING, MAX_BODY, BoundedBody
+from worker.llm.errors import HttpError, HttpTimeout, UnusableAnswer
+
+__all__ = [
+    "BaseHttpClient",
+    "HttpClient",
+    "HttpError",
+    "HttpResponse",
+    "HttpTimeout",
+    "Target",
+    "UnusableAnswer",
+]
+
 IDLE_TIMEOUT = 15.0  # seconds an idle connection is kept for reuse (aiohttp's default too)
 MAX_IDLE_PER_ORIGIN = 1024
-MAX_HEAD = 64 * 1024  # bytes of status line and headers
-MAX_BODY = 32 * 1024 * 1024
+MAX_HEAD = 64 * 1024  # bytes of status lines and headers (interim responses included)
+CHUNK_FRAMING = 64  # bytes of framing allowed per chunk (size line, extensions, CRLFs)
+MAX_REDIRECTS = 20  # httpx's default, which the openai SDK keeps
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "coexistence-router"
-
-_HEAD = 0
-_LENGTH = 1
-_CHUNK_SIZE = 2
-_CHUNK_DATA = 3
-_TRAILERS = 4
-_UNTIL_EOF = 5
-_DONE = 6
-
-
-class HttpError(Exception):
-    """The exchange failed below HTTP status codes: connect, TLS, a lost connection, or a
-    response that is not well-formed HTTP/1.x."""
 
 
 class HttpResponse:
@@ -58,24 +69,170 @@ class HttpResponse:
 
     __slots__ = ("status", "body", "_fields", "_headers")
 
-    def __init__(self, status: int, fields: list[tuple[str, str]], body: bytes) -> None:
+    def __init__(
+        self,
+        status: int,
+        fields: list[tuple[bytes, bytes]],
+        body: bytes,
+        headers: CIMultiDictProxy[str] | None = None,
+    ) -> None:
         self.status = status
         self.body = body
         self._fields = fields
-        self._headers: CIMultiDictProxy[str] | None = None
+        self._headers = headers
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
         if self._headers is None:
-            self._headers = CIMultiDictProxy(CIMultiDict(self._fields))
+            self._headers = CIMultiDictProxy(
+                CIMultiDict((n.decode("latin-1"), v.decode("latin-1")) for n, v in self._fields)
+            )
         return self._headers
 
     def __repr__(self) -> str:
         return f"HttpResponse({self.status}, {len(self.body)} bytes)"
 
 
+class Target:
+    """A URL prepared once: its origin and the request line with the client's own headers."""
+
+    __slots__ = ("url", "host", "port", "tls", "server_hostname", "origin", "head")
+
+    def __init__(self, url: URL) -> None:
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"not an http(s) URL: {url.scheme}://{url.host or ''}")
+        self.url = url
+        self.tls = url.scheme == "https"
+        self.host: str = url.host
+        self.port: int = url.port or (443 if self.tls else 80)
+        self.server_hostname = url.host if self.tls else None
+        self.origin = (url.scheme, self.host, self.port)
+        self.head = self.request_head("POST")
+
+    def request_head(self, method: str) -> bytes:
+        path = self.url.raw_path_qs or "/"
+        return (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.url.host_port_subcomponent}\r\n"
+            f"User-Agent: {USER_AGENT}\r\nAccept-Encoding: {ACCEPT_ENCODING}\r\n"
+        ).encode("ascii")
+
+    def redirected(self, location: str) -> Target:
+        """The target a Location header names, resolved against this URL; UnusableAnswer when
+        it is not a URL or leaves this origin."""
+        try:
+            url = self.url.join(URL(location))
+            target = Target(url.with_fragment(None))
+        except ValueError:
+            raise UnusableAnswer(f"redirect to an unusable Location {location[:80]!r}") from None
+        if target.origin != self.origin:
+            raise UnusableAnswer(
+                f"redirect from {self.url.origin()} to another origin "
+                f"({target.url.origin()}) refused: the request's credentials stay with its origin"
+            )
+        return target
+
+
+def encode_request(
+    target: Target, headers: Mapping[str, str], body: bytes, method: str = "POST"
+) -> bytes:
+    """The request's bytes. Host, Content-Length and Accept-Encoding are the client's own; a
+    header name or value with a line break (or a non-Latin-1 character) is refused (ValueError)."""
+    parts = [target.head if method == "POST" else target.request_head(method)]
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered in _OWN_HEADERS:
+            continue
+        line = f"{name}: {value}\r\n"
+        if "\r" in line[:-2] or "\n" in line[:-2] or ":" in name:
+            raise ValueError(f"header {name!r} holds a line break or a colon")
+        parts.append(line.encode("latin-1"))
+    if body or method == "POST":
+        parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
+        parts.append(body)
+    else:
+        parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+_OWN_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
+)
+
+
+def redirect_method(status: int, method: str) -> str:
+    """The method a redirect is followed with, as httpx decides it (RFC 9110 and browsers)."""
+    if status == 303 and method != "HEAD":
+        return "GET"
+    if status == 302 and method != "HEAD":
+        return "GET"
+    if status == 301 and method == "POST":
+        return "GET"
+    return method
+
+
+class BaseHttpClient:
+    """One POST and its answer within a deadline, following same-origin redirects; a subclass
+    sends one request (`_send`). Every HttpError leaving `post` carries the call's elapsed time."""
+
+    async def post(
+        self, target: Target, headers: Mapping[str, str], body: bytes, timeout: float
+    ) -> HttpResponse:
+        """POST `body` and read the whole answer within `timeout` seconds (HttpTimeout)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + timeout
+        try:
+            response = await self._send("POST", target, headers, body, deadline, loop)
+            if response.status in REDIRECT_STATUSES:
+                response = await self._follow(response, target, headers, body, deadline, loop)
+        except HttpError as error:
+            error.elapsed = loop.time() - started
+            raise
+        return response
+
+    async def _follow(
+        self,
+        response: HttpResponse,
+        target: Target,
+        headers: Mapping[str, str],
+        body: bytes,
+        deadline: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> HttpResponse:
+        method = "POST"
+        redirects = 0
+        while response.status in REDIRECT_STATUSES:
+            location = response.headers.get("Location")
+            if location is None:
+                return response  # not a redirect to follow (httpx's has_redirect_location)
+            redirects += 1
+            if redirects > MAX_REDIRECTS:
+                raise UnusableAnswer(f"more than {MAX_REDIRECTS} redirects")
+            target = target.redirected(location)
+            method = redirect_method(response.status, method)
+            if method == "GET":
+                body = b""
+            response = await self._send(method, target, headers, body, deadline, loop)
+        return response
+
+    async def _send(
+        self,
+        method: str,
+        target: Target,
+        headers: Mapping[str, str],
+        body: bytes,
+        deadline: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> HttpResponse:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
 class _Connection(asyncio.Protocol):
-    """One connection: at most one request at a time; its response parsed as bytes arrive."""
+    """One connection: at most one request at a time; its response parsed as bytes arrive by
+    httptools, which calls the `on_*` methods below."""
 
     def __init__(self, registry: set[_Connection]) -> None:
         self._registry = registry  # the client's open connections; this one leaves it when lost
@@ -84,15 +241,23 @@ class _Connection(asyncio.Protocol):
         self.reused = False
         self.idle_since = 0.0
         self.received = False  # any byte of the current response
+        self._parser = httptools.HttpResponseParser(self)
+        # LF-only line endings, as h11 (the openai SDK's parser) and browsers accept them.
+        self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self._waiter: asyncio.Future[HttpResponse] | None = None
-        self._buffer = bytearray()
-        self._state = _DONE
-        self._status = 0
-        self._fields: list[tuple[str, str]] = []
-        self._encoding = ""
         self._keep_alive = False
-        self._remaining = 0
-        self._body = bytearray()
+        # The current exchange: bytes fed, where its head ended, body bytes, chunks.
+        self._fed = 0
+        self._head_end = 0
+        self._content = 0
+        self._chunks = 0
+        self._answered = False  # its final response is complete
+        # The current message (an interim 1xx one, then the final one).
+        self._status = 0
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._headers_done = False
+        self._until_eof = False
+        self._body: BoundedBody | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -107,11 +272,16 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self._state == _UNTIL_EOF:
-            self._finish()
-            return
         reason = f": {type(exc).__name__}: {exc}" if exc is not None else ""
-        if not self.received:
+        if self._until_eof and self._headers_done:
+            if exc is None:  # the body ends with the connection, and it ended cleanly
+                try:
+                    self._finish()
+                except HttpError as error:
+                    self._fail(error)
+                return
+            self._fail(HttpError(f"the connection was lost before the end of the body{reason}"))
+        elif not self.received:
             self._fail(HttpError(f"the server closed the connection before answering{reason}"))
         else:
             self._fail(HttpError(f"the connection was lost mid-response{reason}"))
@@ -126,13 +296,87 @@ class _Connection(asyncio.Protocol):
             self.abort()
             return
         self.received = True
-        self._buffer += data
+        # Bounds on what the parser may hold or churn through (checked on what it was fed
+        # before): the head, and a body's framing beyond its content (chunk lines, trailers).
+        if not self._headers_done:
+            if self._fed > MAX_HEAD:
+                self._fail(UnusableAnswer("response headers too large"))
+                return
+        elif self._fed - self._head_end - self._content > MAX_HEAD + CHUNK_FRAMING * self._chunks:
+            self._fail(UnusableAnswer("response framing too large"))
+            return
+        self._fed += len(data)
         try:
-            self._parse()
-        except HttpError as error:
-            self._fail(error)
-        except (ValueError, UnicodeDecodeError) as error:
-            self._fail(HttpError(f"malformed HTTP response ({error})"))
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UnusableAnswer("unexpected protocol switch (101)"))
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, HttpError) else UnusableAnswer(str(exc)))
+        except httptools.HttpParserError as exc:
+            self._fail(UnusableAnswer(f"malformed HTTP response ({exc})"))
+
+    # -- httptools callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._answered:
+            # Bytes beyond the response (nothing was pipelined): not reusable.
+            raise UnusableAnswer("bytes after the end of the response")
+        self._fields = []
+        self._headers_done = False
+        self._until_eof = False
+        self._body = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._headers_done:  # trailers are read and dropped
+            self._fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        self._head_end = self._fed
+        status = self._status = self._parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise UnusableAnswer("unexpected protocol switch (101)")
+            return  # an interim response: the real one follows
+        encoding = ""
+        codings: list[bytes] | None = None
+        length = False
+        for name, value in self._fields:
+            size = len(name)
+            if size == 14 and name.lower() == b"content-length":
+                length = True
+                if int(value) > MAX_BODY:  # llhttp checked it is digits, and only one
+                    raise UnusableAnswer(f"response body larger than {MAX_BODY} bytes")
+            elif size == 16 and name.lower() == b"content-encoding":
+                coding = value.decode("latin-1")
+                encoding = f"{encoding},{coding}" if encoding else coding
+            elif size == 17 and name.lower() == b"transfer-encoding":
+                codings = (codings or []) + [c.strip().lower() for c in value.split(b",")]
+        if codings is not None and not _framing_codings(codings):
+            raise UnusableAnswer(
+                f"unsupported Transfer-Encoding {b', '.join(codings)[:60].decode('latin-1')!r}"
+            )
+        self._keep_alive = self._parser.should_keep_alive()
+        if status != 204 and status != 304:
+            self._until_eof = (codings is None and not length) or (
+                codings is not None and b"chunked" not in codings
+            )
+        self._body = BoundedBody(encoding)
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
+    def on_body(self, body: bytes) -> None:
+        self._content += len(body)
+        assert self._body is not None
+        self._body.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._status < 200:
+            self._headers_done = False
+            return
+        self._finish()
 
     # -- the exchange --------------------------------------------------------------------------
 
@@ -140,236 +384,55 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         waiter: asyncio.Future[HttpResponse] = loop.create_future()
         self._waiter = waiter
-        self._state = _HEAD
         self.received = False
+        self._answered = False
+        self._headers_done = False
+        self._fed = self._head_end = self._content = self._chunks = 0
         self.transport.write(data)
         return waiter
 
-    def time_out(self) -> None:
+    def time_out(self, origin: str) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_exception(TimeoutError())
+            phase = "reading the answer from" if self.received else "waiting for an answer from"
+            waiter.set_exception(HttpTimeout(f"timed out {phase} {origin}", phase="response"))
         self.abort()
 
     def abort(self) -> None:
         self.closed = True
+        self._registry.discard(self)
         if self.transport is not None:
             self.transport.abort()
 
     @property
     def reusable(self) -> bool:
-        return self._keep_alive and not self.closed and not self._buffer
+        return self._keep_alive and not self.closed
 
-    def _fail(self, error: Exception) -> None:
+    def _fail(self, error: HttpError) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
         self.abort()
 
     def _finish(self) -> None:
-        body = bytes(self._body)
-        self._body = bytearray()
-        self._state = _DONE
-        encoding = self._encoding
-        if encoding and encoding != "identity":
-            body = _decode(body, encoding)
+        self._answered = True
+        body = self._body.finish() if self._body is not None else b""
+        self._body = None
         waiter = self._waiter
         self._waiter = None
         if waiter is not None and not waiter.done():
             waiter.set_result(HttpResponse(self._status, self._fields, body))
-        if not self._keep_alive or self._buffer:
-            # Asked to close, or bytes beyond the response (nothing was pipelined): not reusable.
-            self._keep_alive = False
+        if not self._keep_alive:
             self.abort()
 
-    def _parse(self) -> None:
-        buffer = self._buffer
-        while True:
-            state = self._state
-            if state == _HEAD:
-                end = buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buffer) > MAX_HEAD:
-                        raise HttpError("response headers too large")
-                    return
-                head = bytes(buffer[:end])
-                del buffer[: end + 4]
-                self._start(head)
-            elif state == _LENGTH:
-                if len(buffer) < self._remaining:
-                    return
-                self._body += buffer[: self._remaining]
-                del buffer[: self._remaining]
-                self._finish()
-                return
-            elif state == _CHUNK_SIZE:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    if len(buffer) > 4096:
-                        raise HttpError("malformed chunk size")
-                    return
-                line = bytes(buffer[:end]).split(b";", 1)[0].strip()
-                del buffer[: end + 2]
-                if not line or any(c not in b"0123456789abcdefABCDEF" for c in line):
-                    raise HttpError("malformed chunk size")
-                size = int(line, 16)
-                if size == 0:
-                    self._state = _TRAILERS
-                else:
-                    if len(self._body) + size > MAX_BODY:
-                        raise HttpError("response body too large")
-                    self._remaining = size
-                    self._state = _CHUNK_DATA
-            elif state == _CHUNK_DATA:
-                if len(buffer) < self._remaining + 2:
-                    return
-                if buffer[self._remaining : self._remaining + 2] != b"\r\n":
-                    raise HttpError("malformed chunk")
-                self._body += buffer[: self._remaining]
-                del buffer[: self._remaining + 2]
-                self._state = _CHUNK_SIZE
-            elif state == _TRAILERS:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    if len(buffer) > MAX_HEAD:
-                        raise HttpError("response trailers too large")
-                    return
-                del buffer[: end + 2]
-                if end == 0:
-                    self._finish()
-                    return
-            elif state == _UNTIL_EOF:
-                if len(self._body) + len(buffer) > MAX_BODY:
-                    raise HttpError("response body too large")
-                self._body += buffer
-                buffer.clear()
-                return
-            else:
-                return
 
-    def _start(self, head: bytes) -> None:
-        text = head.decode("latin-1")
-        status_line, _, rest = text.partition("\r\n")
-        version = status_line[:9]
-        code = status_line[9:12]
-        if (
-            version not in ("HTTP/1.1 ", "HTTP/1.0 ")
-            or len(code) != 3
-            or not code.isdigit()
-            or status_line[12:13] not in ("", " ")
-        ):
-            raise HttpError(f"not an HTTP/1.x response: {status_line[:40]!r}")
-        status = int(code)
-        fields: list[tuple[str, str]] = []
-        lengths: set[str] = set()
-        codings: list[str] = []
-        tokens: set[str] = set()
-        encoding = ""
-        for line in rest.split("\r\n") if rest else ():
-            name, colon, value = line.partition(":")
-            if not colon or not name or name.strip() != name:
-                # Also a line starting with a space or tab: obsolete line folding.
-                raise HttpError("malformed header line")
-            value = value.strip()
-            fields.append((name, value))
-            lowered = name.lower()
-            if lowered == "content-length":
-                lengths.add(value)
-            elif lowered == "transfer-encoding":
-                codings.extend(t.strip().lower() for t in value.split(",") if t.strip())
-            elif lowered == "connection":
-                tokens.update(t.strip().lower() for t in value.split(","))
-            elif lowered == "content-encoding":
-                encoding = value.lower()
-        if 100 <= status < 200:
-            if status == 101:
-                raise HttpError("unexpected protocol switch (101)")
-            return  # an interim response: the real one follows (state stays _HEAD)
-        self._status = status
-        self._fields = fields
-        self._encoding = encoding
-        if version == "HTTP/1.1 ":
-            self._keep_alive = "close" not in tokens
-        else:
-            self._keep_alive = "keep-alive" in tokens
-        self._body = bytearray()
-        if status in (204, 304):
-            self._finish()
-            return
-        if codings:
-            if codings[-1] == "chunked":
-                if any(c != "chunked" for c in codings):
-                    raise HttpError(f"unsupported transfer coding {', '.join(codings)}")
-                self._state = _CHUNK_SIZE
-            else:
-                self._state = _UNTIL_EOF
-                self._keep_alive = False
-            return
-        if not lengths:
-            self._state = _UNTIL_EOF
-            self._keep_alive = False
-            return
-        if len(lengths) != 1:
-            raise HttpError("conflicting Content-Length headers")
-        given = lengths.pop()
-        if not given.isdigit():
-            raise HttpError(f"malformed Content-Length {given[:20]!r}")
-        length = int(given)
-        if length > MAX_BODY:
-            raise HttpError("response body too large")
-        self._remaining = length
-        self._state = _LENGTH
-
-
-def _decode(body: bytes, encoding: str) -> bytes:
-    try:
-        if encoding in ("gzip", "x-gzip"):
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
-        if encoding == "deflate":
-            try:
-                return zlib.decompress(body)
-            except zlib.error:
-                return zlib.decompress(body, -zlib.MAX_WBITS)  # raw deflate, as some servers send
-    except zlib.error as exc:
-        raise HttpError(f"undecodable {encoding} body ({exc})") from None
-    raise HttpError(f"unsupported Content-Encoding {encoding!r}")
-
-
-class Target:
-    """A URL prepared once: its origin and the request line with the Host header."""
-
-    __slots__ = ("host", "port", "tls", "server_hostname", "origin", "head")
-
-    def __init__(self, url: URL) -> None:
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"not an http(s) URL: {url.scheme}://{url.host or ''}")
-        self.tls = url.scheme == "https"
-        self.host: str = url.host
-        self.port: int = url.port or (443 if self.tls else 80)
-        self.server_hostname = url.host if self.tls else None
-        self.origin = (url.scheme, self.host, self.port)
-        path = url.raw_path_qs or "/"
-        self.head = (
-            f"POST {path} HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n"
-            f"User-Agent: {USER_AGENT}\r\n"
-        ).encode("ascii")
-
-
-def encode_request(target: Target, headers: Mapping[str, str], body: bytes) -> bytes:
-    """The request's bytes. Host and Content-Length are the client's own; a header name or
-    value with a line break (or a non-Latin-1 character) is refused (ValueError)."""
-    parts = [target.head]
-    for name, value in headers.items():
-        lowered = name.lower()
-        if lowered in ("host", "content-length", "transfer-encoding", "connection"):
-            continue
-        line = f"{name}: {value}\r\n"
-        if "\r" in line[:-2] or "\n" in line[:-2] or ":" in name:
-            raise ValueError(f"header {name!r} holds a line break or a colon")
-        parts.append(line.encode("latin-1"))
-    parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
-    parts.append(body)
-    return b"".join(parts)
+def _framing_codings(codings: list[bytes]) -> bool:
+    """Whether llhttp frames a body with these transfer codings as they mean: chunked framing
+    (chunked last), or the body up to the end of the connection (identity only). Any other
+    coding would have to be decoded, and chunked before another one is not framing."""
+    if any(c not in (b"chunked", b"identity", b"") for c in codings):
+        return False
+    return b"chunked" not in codings or codings[-1] == b"chunked"
 
 
 class _Pool:
@@ -408,8 +471,10 @@ class _Pool:
         idle.append(connection)
 
 
-class HttpClient:
-    """Keep-alive POSTs to any number of origins. `close()` ends every connection."""
+class HttpClient(BaseHttpClient):
+    """Keep-alive requests to any number of origins. `close()` ends every connection.
+
+    `ssl_context` is the TLS trust of https origins (the system's default when None)."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self._ssl_context = ssl_context
@@ -426,45 +491,64 @@ class HttpClient:
             self._ssl_context = ssl.create_default_context()
         return self._ssl_context
 
-    async def post(
-        self, target: Target, headers: Mapping[str, str], body: bytes, timeout: float
+    async def _send(
+        self,
+        method: str,
+        target: Target,
+        headers: Mapping[str, str],
+        body: bytes,
+        deadline: float,
+        loop: asyncio.AbstractEventLoop,
     ) -> HttpResponse:
-        """POST `body` and read the whole answer within `timeout` seconds (TimeoutError)."""
         if self._closed:
             raise HttpError("the HTTP client is closed")
-        data = encode_request(target, headers, body)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        data = encode_request(target, headers, body, method)
         pool = self._pools.get(target.origin)
         if pool is None:
             pool = self._pools[target.origin] = _Pool()
         connection = pool.take(loop.time())
         if connection is not None:
             try:
-                return await self._exchange(pool, connection, data, deadline, loop)
+                return await self._exchange(pool, connection, target, data, deadline, loop)
             except HttpError:
                 # The server closed this idle connection as we sent on it: it saw nothing.
                 if connection.received or loop.time() >= deadline:
                     raise
         connection = await self._connect(target, deadline, loop)
-        return await self._exchange(pool, connection, data, deadline, loop)
+        return await self._exchange(pool, connection, target, data, deadline, loop)
 
     async def _connect(
         self, target: Target, deadline: float, loop: asyncio.AbstractEventLoop
     ) -> _Connection:
+        where = f"{target.host}:{target.port}"
+        phase = "connect"
+        connection: _Connection | None = None
         try:
             async with asyncio.timeout_at(deadline):
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(self._open),
-                    target.host,
-                    target.port,
-                    ssl=self._tls() if target.tls else None,
-                    server_hostname=target.server_hostname,
+                transport, connection = await loop.create_connection(
+                    lambda: _Connection(self._open), target.host, target.port
                 )
-        except OSError as exc:  # refused, unreachable, name resolution, TLS (ssl.SSLError)
-            raise HttpError(
-                f"cannot connect to {target.host}:{target.port}: {type(exc).__name__}: {exc}"
-            ) from None
+                if target.tls:
+                    # The handshake on its own, so that its failures and timeouts say so.
+                    phase = "tls"
+                    secure = await loop.start_tls(
+                        transport, connection, self._tls(), server_hostname=target.server_hostname
+                    )
+                    if secure is None:
+                        raise ConnectionError("the connection closed during the TLS handshake")
+                    connection.transport = secure
+        except BaseException as exc:
+            if connection is not None:
+                connection.abort()
+            if isinstance(exc, TimeoutError):  # ours (the deadline) or the system's (ETIMEDOUT)
+                doing = "in the TLS handshake with" if phase == "tls" else "connecting to"
+                raise HttpTimeout(f"timed out {doing} {where}", phase=phase) from None
+            if isinstance(exc, OSError):  # refused, unreachable, name resolution, TLS (SSLError)
+                during = " (TLS handshake)" if phase == "tls" else ""
+                raise HttpError(
+                    f"cannot connect to {where}{during}: {type(exc).__name__}: {exc}"
+                ) from None
+            raise
         if self._closed:
             connection.abort()
             raise HttpError("the HTTP client is closed")
@@ -474,12 +558,13 @@ class HttpClient:
         self,
         pool: _Pool,
         connection: _Connection,
+        target: Target,
         data: bytes,
         deadline: float,
         loop: asyncio.AbstractEventLoop,
     ) -> HttpResponse:
         waiter = connection.send(data, loop)
-        timer = loop.call_at(deadline, connection.time_out)
+        timer = loop.call_at(deadline, connection.time_out, f"{target.host}:{target.port}")
         try:
             response = await waiter
         except BaseException:
