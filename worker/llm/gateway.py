@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import logging
 import random
 import time
@@ -31,14 +30,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import aiohttp
-import orjson
-from aiohttp.helpers import (
-    BasicAuth,
-    basicauth_from_netrc,
-    get_env_proxy_for_url,
-    netrc_from_env,
-)
 from yarl import URL
 
 from worker.llm.errors import (
@@ -49,12 +40,13 @@ from worker.llm.errors import (
     RateLimitsReached,
     RequestRejected,
 )
-from worker.llm.http import HttpClient, HttpError, Target
+from worker.llm.http import HttpError, Target
 from worker.llm.model_group import Deployment, ModelGroup
-from worker.llm.providers import Endpoint, ProviderAnswer, TokenUsage, error_text
+from worker.llm.providers import Endpoint, ProviderAnswer, TokenUsage, error_text, parse_json
 from worker.llm.redaction import Redactor, deployment_secrets
 from worker.llm.router_defaults import ROUTER_TIMEOUT, router_params
 from worker.llm.strategies import Candidate, strategy_for
+from worker.llm.transport import Transport
 from worker.llm.usage import (
     KEY_PREFIX,
     LatencyWindows,
@@ -132,8 +124,8 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 
 class ModelGroupGateway:
-    """Completions from one model group: keep-alive connections per deployment (worker.llm.http),
-    an aiohttp session for those behind a proxy (both lazy; `close()` ends them)."""
+    """Completions from one model group, over its Transport (keep-alive connections per
+    deployment, or a proxy; opened lazily, `close()` ends them)."""
 
     def __init__(
         self,
@@ -170,12 +162,13 @@ class ModelGroupGateway:
                 name = self._endpoints[key].name
                 raise ValueError(f"deployment {name!r}: api_base must be an http(s) URL") from None
         self._timeouts = {key: self._timeout(e.deployment) for key, e in self._endpoints.items()}
-        # Per deployment, read when the first call is made: the proxy HTTP(S)_PROXY / NO_PROXY
-        # give, and basic-auth credentials for its host from ~/.netrc (both as trust_env does).
-        self._routes_read = False
-        self._proxies: dict[str, tuple[URL, BasicAuth | None]] = {}
-        self._netrc: dict[str, BasicAuth] = {}
+        # TLS trust, proxies and netrc credentials, read from the environment now.
+        try:
+            self._transport = Transport(self._targets, environ)
+        except ValueError as exc:
+            raise ValueError(f"model group {group.id!r}: {exc}") from None
         secrets = [s for d in group.models for s in deployment_secrets(d)]
+        secrets.extend(self._transport.secrets)
         if self.settings.redis_password is not None:
             secrets.append(self.settings.redis_password.get_secret_value())
         self._redact = Redactor(secrets)
@@ -191,8 +184,6 @@ class ModelGroupGateway:
                 location=redis_location(self.settings),
                 redactor=self._redact,
             )
-        self._client: HttpClient | None = None  # deployments reached directly
-        self._session: aiohttp.ClientSession | None = None  # deployments behind a proxy
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -211,7 +202,7 @@ class ModelGroupGateway:
     @property
     def closed(self) -> bool:
         """Retired and without open HTTP connections."""
-        return self._retired and self._session is None and self._client is None
+        return self._retired and self._transport.closed
 
     @property
     def in_flight(self) -> int:
@@ -222,33 +213,6 @@ class ModelGroupGateway:
     def deployment_keys(self) -> dict[str, str]:
         """Shared-state key of each deployment, by deployment name."""
         return {c.name: c.key for c in self._candidates}
-
-    def _read_routes(self) -> None:
-        # HTTP(S)_PROXY / NO_PROXY apply, as in the openai SDK, which also reads them once, when
-        # its client is built; so does ~/.netrc. (aiohttp's `trust_env=True` would look them up
-        # in a worker thread on every request: two thread hops per call, and GIL hand-offs that
-        # cost more than the request itself.)
-        self._proxies = {}
-        for key, url in self._urls.items():
-            proxy, proxy_auth = _env_proxy(url)
-            if proxy is not None:
-                self._proxies[key] = (proxy, proxy_auth)
-        self._netrc = _netrc_auths(self._urls)
-        self._routes_read = True
-
-    def _http_client(self) -> HttpClient:
-        if self._client is None:
-            self._client = HttpClient()
-        return self._client
-
-    def _proxied_session(self) -> aiohttp.ClientSession:
-        """aiohttp, which speaks HTTP(S) proxies, for the deployments behind one."""
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                trust_env=False,
-            )
-        return self._session
 
     async def complete(self, prompt: str) -> Completion:
         """One completion of `prompt` (sent as one user message); GatewayError when none."""
@@ -377,36 +341,24 @@ class ModelGroupGateway:
         if self._tracks_in_flight:
             call_id = uuid.uuid4().hex
             await self.store.enter(key, call_id, timeout + IN_FLIGHT_GRACE)
-        if not self._routes_read:
-            self._read_routes()
-        headers = request.headers
-        auth = self._netrc.get(key)
-        if auth is not None and "Authorization" not in headers:
-            headers = {**headers, "Authorization": auth.encode()}
-        proxied = self._proxies.get(key)
-        response_headers: Mapping[str, str]
         sent = time.monotonic()
         try:
-            if proxied is None:
-                response = await self._http_client().post(
-                    self._targets[key], headers, request.body, timeout
-                )
-                raw, status, response_headers = response.body, response.status, response.headers
+            response = await self._transport.post(key, request.headers, request.body, timeout)
+        except HttpError as exc:
+            # Connect, TLS handshake or answer: a timeout (HttpTimeout) is a latency
+            # measurement too: the deployment took at least this long.
+            timed_out = isinstance(exc, TimeoutError)
+            if timed_out:
+                self._latency.record(candidate.key, timeout)
+                description = f"{exc} after {timeout:g} s"
             else:
-                raw, status, response_headers = await self._post_via_proxy(
-                    key, headers, request.body, timeout, *proxied
-                )
-        except TimeoutError:
-            # A timeout is a latency measurement too: the deployment took at least this long.
-            self._latency.record(candidate.key, timeout)
+                description = f"{exc.kind}: {exc}"
             raise AttemptError(
-                f"timed out after {timeout:g} s", retryable=True, counts=True
-            ) from None
-        except (HttpError, aiohttp.ClientError) as exc:
-            raise AttemptError(
-                self._redact(f"connection error: {type(exc).__name__}: {exc}"),
+                self._redact(description),
                 retryable=True,
                 counts=True,
+                elapsed=exc.elapsed,
+                timed_out=timed_out,
             ) from None
         except ValueError as exc:  # a header value with a line break: never sent
             raise AttemptError(
@@ -416,13 +368,18 @@ class ModelGroupGateway:
             if self._tracks_in_flight:
                 await self.store.leave(candidate.key, call_id)
         elapsed = time.monotonic() - sent
-        if status >= 400 or status < 200:
-            raise self._status_error(status, raw, response_headers)
+        status = response.status
+        if not 200 <= status < 300:  # a redirect the transport did not follow is a failure too
+            raise self._status_error(status, response.body, response.headers, elapsed)
         try:
-            answer = endpoint.answer(_parse_json(raw))
-        except ValueError as exc:
+            answer = endpoint.answer(parse_json(response.body))
+        except ValueError as exc:  # not JSON, nested too deeply, or not this format's answer
             raise AttemptError(
-                self._redact(f"HTTP {status}: {exc}"), status=status, retryable=True, counts=True
+                self._redact(f"HTTP {status}: {exc}"),
+                status=status,
+                retryable=True,
+                counts=True,
+                elapsed=elapsed,
             ) from None
         self._latency.record(candidate.key, elapsed)
         if self._counts_usage and answer.usage.total_tokens:
@@ -436,27 +393,9 @@ class ModelGroupGateway:
             )
         return answer
 
-    async def _post_via_proxy(
-        self,
-        key: str,
-        headers: Mapping[str, str],
-        body: bytes,
-        timeout: float,
-        proxy: URL,
-        proxy_auth: BasicAuth | None,
-    ) -> tuple[bytes, int, Mapping[str, str]]:
-        async with self._proxied_session().post(
-            self._urls[key],
-            data=body,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            allow_redirects=False,
-            proxy=proxy,
-            proxy_auth=proxy_auth,
-        ) as response:
-            return await response.read(), response.status, response.headers
-
-    def _status_error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> AttemptError:
+    def _status_error(
+        self, status: int, raw: bytes, headers: Mapping[str, str], elapsed: float
+    ) -> AttemptError:
         description = self._redact(error_text(status, raw))
         if status == 429:
             return AttemptError(
@@ -465,11 +404,18 @@ class ModelGroupGateway:
                 retryable=True,
                 counts=True,
                 retry_after=retry_after_seconds(headers),
+                elapsed=elapsed,
             )
         if status == 408 or status >= 500 or status < 200 or 300 <= status < 400:
-            return AttemptError(description, status=status, retryable=True, counts=True)
+            return AttemptError(
+                description, status=status, retryable=True, counts=True, elapsed=elapsed
+            )
         return AttemptError(
-            description, status=status, retryable=False, counts=status in (401, 403, 404)
+            description,
+            status=status,
+            retryable=False,
+            counts=status in (401, 403, 404),
+            elapsed=elapsed,
         )
 
     async def _note_failure(self, candidate: Candidate, error: AttemptError) -> None:
@@ -501,12 +447,7 @@ class ModelGroupGateway:
             )
 
     async def _release(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._transport.close()
         await self.store.close()
 
     async def close(self) -> None:
@@ -520,41 +461,6 @@ class ModelGroupGateway:
         self._retired = True
         await self._idle.wait()
         await self._release()
-
-
-def _parse_json(raw: bytes) -> Any:
-    """json.loads, through orjson where it can (the same values for any JSON orjson accepts;
-    the rest, such as NaN or integers beyond 64 bits, goes to json.loads as before)."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)
-
-
-def _env_proxy(url: URL) -> tuple[URL | None, BasicAuth | None]:
-    """The proxy (and its ~/.netrc credentials) HTTP(S)_PROXY / NO_PROXY give for `url`."""
-    try:
-        return get_env_proxy_for_url(url)
-    except LookupError:
-        return None, None
-
-
-def _netrc_auths(urls: Mapping[str, URL]) -> dict[str, BasicAuth]:
-    """~/.netrc (or $NETRC) credentials of each deployment's host, where it has an entry."""
-    found: dict[str, BasicAuth] = {}
-    if not any(url.host for url in urls.values()):
-        return found
-    netrc = netrc_from_env()
-    if netrc is None:
-        return found
-    for key, url in urls.items():
-        if url.host is None:
-            continue
-        try:
-            found[key] = basicauth_from_netrc(netrc, url.host)
-        except LookupError:
-            continue
-    return found
 
 
 GatewayFactory = Callable[[ModelGroup, GroupState], ModelGroupGateway]

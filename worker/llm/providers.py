@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -352,6 +353,21 @@ def _read_answer(wire: WireFormat, payload: Any) -> ProviderAnswer:
     )
 
 
+def parse_json(raw: bytes) -> Any:
+    """json.loads, through orjson where it can (the same values for any JSON orjson accepts;
+    the rest, such as NaN or integers beyond 64 bits, goes to json.loads). ValueError for
+    anything that is not JSON, nesting too deep for either parser included (json.loads raises
+    RecursionError there, which would otherwise escape every handler of a bad answer)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def error_text(status: int, raw: bytes) -> str:
     """A short description of an error response: the provider's message when it has one.
 
@@ -359,7 +375,7 @@ def error_text(status: int, raw: bytes) -> str:
     """
     message: str | None = None
     try:
-        payload = json.loads(raw)
+        payload = parse_json(raw)
     except ValueError:
         payload = None
     if isinstance(payload, dict):
