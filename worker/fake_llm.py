@@ -32,6 +32,7 @@ import hashlib
 import os
 import random
 import signal
+import ssl
 import time
 import uuid
 from collections import defaultdict
@@ -240,12 +241,15 @@ class FakeLLMServer:
         seed: int = 0,
         bedrock_credentials: dict[str, str] | None = None,
         responder: Callable[[str], str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """`responder`, when given, answers every call of a deployment without a script (its own
         or the DEFAULT_SCRIPT one) from the prompt text (the request's texts joined by newlines),
-        instead of "A"; scripts, latency and errors still apply as usual."""
+        instead of "A"; scripts, latency and errors still apply as usual. With `ssl_context`
+        (a server context) it speaks HTTPS."""
         self._host = host
         self._port = port
+        self._ssl_context = ssl_context
         self._seed = seed
         self._bedrock_credentials = dict(bedrock_credentials) if bedrock_credentials else None
         self._responder = responder
@@ -294,7 +298,10 @@ class FakeLLMServer:
             # aiohttp's own connection handlers, each behind a stamp of when its request's
             # first bytes arrived (see _ArrivalStamp).
             self._listener = await loop.create_server(
-                lambda: _ArrivalStamp(handlers(), arrivals, loop), self._host, self._port
+                lambda: _ArrivalStamp(handlers(), arrivals, loop),
+                self._host,
+                self._port,
+                ssl=self._ssl_context,
             )
         except BaseException:
             await runner.cleanup()
@@ -337,7 +344,8 @@ class FakeLLMServer:
             host = "::1"
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self._port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self._port}"
 
     @property
     def port(self) -> int:
