@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections import deque
 from collections.abc import Mapping
 from typing import cast
@@ -179,14 +180,14 @@ class BaseHttpClient:
     ) -> HttpResponse:
         """POST `body` and read the whole answer within `timeout` seconds (HttpTimeout)."""
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadline = started + timeout
+        started = time.monotonic()  # uvloop's clock ticks in milliseconds: too coarse for this
+        deadline = loop.time() + timeout
         try:
             response = await self._send("POST", target, headers, body, deadline, loop)
             if response.status in REDIRECT_STATUSES:
                 response = await self._follow(response, target, headers, body, deadline, loop)
         except HttpError as error:
-            error.elapsed = loop.time() - started
+            error.elapsed = time.monotonic() - started
             raise
         return response
 
