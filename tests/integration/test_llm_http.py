@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import uvloop
 from yarl import URL
 
+from tests.hostile_http import LOOPS, on_each_loop
 from worker.llm.http import HttpClient, HttpError, Target
-
-LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 Reply = Callable[[int, bytes], Awaitable[bytes | None]]
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -88,17 +86,6 @@ async def serve(reply: Reply, **kw: object) -> AsyncIterator[tuple[RawServer, Ta
     raw = RawServer(reply, **kw)  # type: ignore[arg-type]
     async with client_of(raw.handle, "/v1/chat/completions?x=1") as (target, client):
         yield raw, target, client
-
-
-def on_each_loop(scenario: Callable[[], Awaitable[None]]) -> Callable[[str], None]:
-    @pytest.mark.parametrize("loop", list(LOOPS))
-    def test(loop: str) -> None:
-        with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
-            runner.run(scenario())  # type: ignore[arg-type]
-
-    test.__name__ = scenario.__name__
-    test.__doc__ = scenario.__doc__
-    return test
 
 
 async def _keep_alive_reuses_one_connection() -> None:
