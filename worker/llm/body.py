@@ -26,12 +26,15 @@ SLICE = 256 * 1024  # bytes inflated at a time
 class _Inflate:
     """One zlib stream (gzip, zlib-wrapped or raw deflate), inflated a slice at a time."""
 
-    __slots__ = ("_name", "_stream", "_raw_fallback", "_started")
+    __slots__ = ("_name", "_stream", "_raw_fallback", "_seen", "_started")
 
     def __init__(self, name: str, wbits: int, raw_fallback: bool = False) -> None:
         self._name = name
         self._stream = zlib.decompressobj(wbits)
-        self._raw_fallback = raw_fallback  # deflate: zlib-wrapped as the RFC says, else raw
+        # deflate: zlib-wrapped as the RFC says, or raw as some servers send it; zlib tells
+        # them apart by the first two bytes, kept here until then.
+        self._raw_fallback = raw_fallback
+        self._seen = b""
         self._started = False
 
     def slices(self, data: bytes) -> Iterator[bytes]:
@@ -41,13 +44,17 @@ class _Inflate:
             try:
                 out = self._stream.decompress(data, SLICE)
             except zlib.error as exc:
-                if not (self._raw_fallback and not self._started):
+                if not self._raw_fallback:
                     raise UnusableAnswer(f"undecodable {self._name} body ({exc})") from None
-                # Some servers send raw deflate for `deflate`: read it so, from its first byte.
-                self._raw_fallback = False
+                # Not zlib-wrapped: raw deflate, read so from its first byte.
+                data, self._seen, self._raw_fallback = self._seen + data, b"", False
                 self._stream = zlib.decompressobj(-zlib.MAX_WBITS)
                 continue
             self._started = True
+            if self._raw_fallback:
+                self._seen += data[:2]
+                if len(self._seen) >= 2:  # the zlib header was read: zlib-wrapped it is
+                    self._raw_fallback, self._seen = False, b""
             data = self._stream.unconsumed_tail
             if out:
                 yield out
