@@ -1,13 +1,19 @@
 """CPU per call of the gateway's HTTP/1.1 client (worker/llm/http.py), and of candidate parsers.
 
     python -m tests.benchmarks.bench_http_client client [--headers small|openai] [--rounds 3]
+    python -m tests.benchmarks.bench_http_client compare OTHER/worker/llm/http.py [--rounds 10]
     python -m tests.benchmarks.bench_http_client parsers [--headers small|openai]
 
 `client`: 100 concurrent callers POST 1 KB of JSON over keep-alive connections to a loopback
 server in another process (which answers every request with the same bytes), on uvloop; a round
 is 20,000 calls, the figure is the client process's CPU time (user + system, not wall time) per
-call, median of the rounds after one warm-up round (client and server pinned to two CPUs). `parsers`: the CPU per response of parsing
-the same answer bytes with httptools (llhttp) and h11, no sockets.
+call, median of the rounds after one warm-up round (client and server pinned to two CPUs).
+`parsers`: the CPU per response of parsing the same answer bytes with httptools (llhttp) and
+h11, no sockets.
+
+`compare`: this client and another version of it (its http.py loaded from the path given, which
+must import with this checkout's packages), round after round in one process against one
+server, so that the noise of a shared machine falls on both alike; paired differences printed.
 
 `--headers small` answers as the fake LLM does (aiohttp's four headers); `openai` with the
 twenty-odd headers api.openai.com sends. The client it measures is whatever `worker` is
@@ -176,7 +182,35 @@ async def _measure_client(port: int, rounds: int) -> list[float]:
         await client.close()
 
 
-def client_cpu(headers: str, rounds: int) -> dict[str, Any]:
+async def _compare_clients(port: int, rounds: int, other: Any) -> dict[str, list[float]]:
+    from yarl import URL
+
+    import worker.llm.http as this
+
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "Authorization": "Bearer sk-bench-0000000000000000",
+    }
+    url = URL(f"http://127.0.0.1:{port}/v1/chat/completions")
+    clients = {
+        "this": (this.HttpClient(), this.Target(url)),
+        "other": (other.HttpClient(), other.Target(url)),
+    }
+    try:
+        for client, target in clients.values():
+            await _round(client, target, headers, CALLS_PER_ROUND)  # warm-up
+        per_call: dict[str, list[float]] = {name: [] for name in clients}
+        for _ in range(rounds):
+            for name, (client, target) in clients.items():
+                per_call[name].append(await _round(client, target, headers, CALLS_PER_ROUND))
+        return per_call
+    finally:
+        for client, _ in clients.values():
+            await client.close()
+
+
+def _with_server(headers: str, measure: Any) -> Any:
     context = multiprocessing.get_context("spawn")
     port = context.Value("i", 0)
     stop = context.Event()
@@ -189,10 +223,14 @@ def client_cpu(headers: str, rounds: int) -> dict[str, Any]:
                 raise RuntimeError("the loopback server did not start")
             time.sleep(0.05)
         _pin(0)
-        per_call = eventloop.run(_measure_client(port.value, rounds))
+        return eventloop.run(measure(port.value))
     finally:
         stop.set()
         server.join(10)
+
+
+def client_cpu(headers: str, rounds: int) -> dict[str, Any]:
+    per_call = _with_server(headers, lambda port: _measure_client(port, rounds))
     import worker.llm.http as http
 
     return {
@@ -200,6 +238,28 @@ def client_cpu(headers: str, rounds: int) -> dict[str, Any]:
         "headers": headers,
         "cpu_us_per_call": [round(x * 1e6, 1) for x in per_call],
         "median_us": round(statistics.median(per_call) * 1e6, 1),
+    }
+
+
+def compare_cpu(other_path: str, headers: str, rounds: int) -> dict[str, Any]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("other_http_client", other_path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {other_path}")
+    other = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(other)
+    per_call = _with_server(headers, lambda port: _compare_clients(port, rounds, other))
+    this, theirs = per_call["this"], per_call["other"]
+    return {
+        "headers": headers,
+        "this_us": [round(x * 1e6, 1) for x in this],
+        "other_us": [round(x * 1e6, 1) for x in theirs],
+        "this_median_us": round(statistics.median(this) * 1e6, 1),
+        "other_median_us": round(statistics.median(theirs) * 1e6, 1),
+        "median_paired_difference_us": round(
+            statistics.median(a - b for a, b in zip(this, theirs, strict=True)) * 1e6, 1
+        ),
     }
 
 
@@ -274,12 +334,17 @@ def parser_cpu(headers: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("what", choices=["client", "parsers"])
+    parser.add_argument("what", choices=["client", "compare", "parsers"])
+    parser.add_argument("other", nargs="?", help="compare: the other version's http.py")
     parser.add_argument("--headers", choices=sorted(HEADERS), default="small")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=None)
     args = parser.parse_args(argv)
     if args.what == "client":
-        result = client_cpu(args.headers, args.rounds)
+        result = client_cpu(args.headers, args.rounds or 3)
+    elif args.what == "compare":
+        if not args.other:
+            parser.error("compare needs the path of the other version's http.py")
+        result = compare_cpu(args.other, args.headers, args.rounds or 10)
     else:
         result = parser_cpu(args.headers)
     print(json.dumps(result), flush=True)
