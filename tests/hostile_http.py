@@ -7,6 +7,8 @@
   records the request heads it was sent;
 - `allocation_peak()`: the peak of Python allocations (tracemalloc) while a block runs, which
   is how a test shows that a hostile answer cost bounded memory;
+- `post_once(url)`: one POST by a fresh HttpClient; `hostile_first(url, fake)`: a group whose
+  cheapest deployment is the hostile one, then a healthy one on the fake LLM;
 - `on_each_loop(scenario)`: one test per event loop, asyncio's and uvloop (what `run` uses).
 """
 
@@ -18,11 +20,17 @@ import socket
 import ssl
 import struct
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import uvloop
+from yarl import URL
+
+from worker.fake_llm import FakeLLMServer
+from worker.llm.http import HttpClient, HttpResponse, Target
+from worker.llm.model_group import ModelGroup
 
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 MiB = 1024 * 1024
@@ -143,3 +151,45 @@ def allocation_peak() -> Iterator[AllocationPeak]:
         peak.bytes = top - base
         if started:
             tracemalloc.stop()
+
+
+async def post_once(
+    url: str,
+    headers: Mapping[str, str] | None = None,
+    body: bytes = b'{"a":1}',
+    timeout: float = 30.0,
+) -> HttpResponse:
+    """One POST by a client of its own, closed afterwards."""
+    client = HttpClient()
+    try:
+        return await client.post(Target(URL(url)), headers or {}, body, timeout=timeout)
+    finally:
+        await client.close()
+
+
+def hostile_first(url: str, fake: FakeLLMServer, key: str, **hostile: Any) -> ModelGroup:
+    """Deployment `hostile` at `url` (OpenAI-compatible, the cheapest: tried first), then
+    `healthy` on the fake LLM; cost-based routing, one retry."""
+    return ModelGroup.model_validate(
+        {
+            "id": "hostile",
+            "models": [
+                {
+                    "provider": "openai",
+                    "model": "hostile",
+                    "api_base": url,
+                    "api_key": key,
+                    "input_cost_per_token": 1e-9,
+                    **hostile,
+                },
+                {
+                    "provider": "openai",
+                    "model": "healthy",
+                    "api_base": f"{fake.url}/v1",
+                    "api_key": key,
+                    "input_cost_per_token": 1e-6,
+                },
+            ],
+            "router": {"routing_strategy": "cost-based-routing", "num_retries": 1},
+        }
+    )

@@ -9,18 +9,18 @@ import asyncio
 import functools
 import random
 import zlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from yarl import URL
 
 from tests.hostile_http import (
     ForwardProxy,
     MiB,
     allocation_peak,
+    hostile_first,
     loopback_server,
     on_each_loop,
+    post_once,
     read_request,
     write_repeated,
 )
@@ -28,7 +28,7 @@ from worker.fake_llm import FakeLLMServer
 from worker.llm.body import MAX_BODY
 from worker.llm.errors import AttemptsExhausted
 from worker.llm.gateway import ModelGroupGateway
-from worker.llm.http import HttpClient, Target, UnusableAnswer
+from worker.llm.http import UnusableAnswer
 from worker.llm.model_group import ModelGroup
 
 KEY = "sk-hostile-bodies-5e1f0a2b"
@@ -74,19 +74,15 @@ async def answer_100_mib_until_close(
     writer.close()
 
 
-def client_target(port: int) -> Target:
-    return Target(URL(f"http://127.0.0.1:{port}/v1/chat/completions"))
+def url_of(port: int) -> str:
+    return f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
 async def _a_gzip_bomb_stops_at_the_bound() -> None:
     async with loopback_server(answer_bomb) as port:
         gzip_bomb()  # compressed before measuring
-        client = HttpClient()
-        try:
-            with allocation_peak() as peak, pytest.raises(UnusableAnswer, match="larger than"):
-                await client.post(client_target(port), {}, b"{}", timeout=30)
-        finally:
-            await client.close()
+        with allocation_peak() as peak, pytest.raises(UnusableAnswer, match="larger than"):
+            await post_once(url_of(port))
     assert peak.bytes < BOUND
 
 
@@ -96,12 +92,8 @@ test_a_gzip_bomb_stops_at_the_bound = on_each_loop(_a_gzip_bomb_stops_at_the_bou
 async def _a_100_mib_body_stops_at_the_bound() -> None:
     for answer in (answer_100_mib_chunked, answer_100_mib_until_close):
         async with loopback_server(answer) as port:
-            client = HttpClient()
-            try:
-                with allocation_peak() as peak, pytest.raises(UnusableAnswer, match="larger than"):
-                    await client.post(client_target(port), {}, b"{}", timeout=30)
-            finally:
-                await client.close()
+            with allocation_peak() as peak, pytest.raises(UnusableAnswer, match="larger than"):
+                await post_once(url_of(port))
         assert peak.bytes < BOUND, answer.__name__
 
 
@@ -116,12 +108,8 @@ async def _a_declared_100_mib_body_is_refused_before_it_is_read() -> None:
         writer.close()
 
     async with loopback_server(answer) as port:
-        client = HttpClient()
-        try:
-            with allocation_peak() as peak, pytest.raises(UnusableAnswer, match="larger than"):
-                await client.post(client_target(port), {}, b"{}", timeout=30)
-        finally:
-            await client.close()
+        with allocation_peak() as peak, pytest.raises(UnusableAnswer, match="larger than"):
+            await post_once(url_of(port))
     assert peak.bytes < 4 * MiB  # nothing of the body was kept
 
 
@@ -130,36 +118,8 @@ test_a_declared_100_mib_body_is_refused_before_it_is_read = on_each_loop(
 )
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer(seed=3) as server:
-        yield server
-
-
-def cheap_first(hostile_port: int, fake: FakeLLMServer, **router: Any) -> ModelGroup:
-    """The hostile deployment first (cheapest), then a healthy one on the fake LLM."""
-    return ModelGroup.model_validate(
-        {
-            "id": "hostile",
-            "models": [
-                {
-                    "provider": "openai",
-                    "model": "hostile",
-                    "api_base": f"http://127.0.0.1:{hostile_port}/v1",
-                    "api_key": KEY,
-                    "input_cost_per_token": 1e-9,
-                },
-                {
-                    "provider": "openai",
-                    "model": "healthy",
-                    "api_base": f"{fake.url}/v1",
-                    "api_key": KEY,
-                    "input_cost_per_token": 1e-6,
-                },
-            ],
-            "router": {"routing_strategy": "cost-based-routing", "num_retries": 1, **router},
-        }
-    )
+def cheap_first(port: int, fake: FakeLLMServer) -> ModelGroup:
+    return hostile_first(f"http://127.0.0.1:{port}/v1", fake, KEY)
 
 
 async def test_the_gateway_fails_over_from_a_gzip_bomb(fake: FakeLLMServer) -> None:

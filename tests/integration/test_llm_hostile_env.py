@@ -25,12 +25,6 @@ PROXY_SECRET = "proxy-secret-0815"
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer(seed=8) as server:
-        yield server
-
-
-@pytest.fixture
 async def proxy() -> AsyncIterator[tuple[ForwardProxy, int]]:
     forward = ForwardProxy()
     async with loopback_server(forward.handle) as port:

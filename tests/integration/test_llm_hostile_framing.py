@@ -8,42 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator
 
 import pytest
-from yarl import URL
 
 from tests.hostile_http import (
     MiB,
     StreamHandler,
     allocation_peak,
+    hostile_first,
     loopback_server,
     on_each_loop,
+    post_once,
     read_request,
     reset,
 )
 from worker.fake_llm import FakeLLMServer
 from worker.llm.errors import HttpError, HttpTimeout
 from worker.llm.gateway import ModelGroupGateway
-from worker.llm.http import HttpClient, HttpResponse, Target, UnusableAnswer
-from worker.llm.model_group import ModelGroup
+from worker.llm.http import HttpResponse, UnusableAnswer
 
 KEY = "sk-hostile-framing-77aa01"
 SMALL = 2 * MiB  # the peak of a call whose answer is small, however it is framed
 WAIT = 30.0  # the deadline of calls that must fail at once: a hang would end as HttpTimeout
 
 
-async def post_once(port: int, path: str = "/v1/chat/completions") -> HttpResponse:
-    client = HttpClient()
-    try:
-        return await client.post(
-            Target(URL(f"http://127.0.0.1:{port}{path}")),
-            {"Authorization": f"Bearer {KEY}"},
-            b'{"a":1}',
-            timeout=WAIT,
-        )
-    finally:
-        await client.close()
+def url_of(port: int, path: str = "/v1/chat/completions") -> str:
+    return f"http://127.0.0.1:{port}{path}"
+
+
+async def post_to(port: int) -> HttpResponse:
+    return await post_once(url_of(port), {"Authorization": f"Bearer {KEY}"}, timeout=WAIT)
 
 
 def answering(*answers: bytes, then_reset: bool = False, linger: bool = False) -> StreamHandler:
@@ -66,7 +60,7 @@ def answering(*answers: bytes, then_reset: bool = False, linger: bool = False) -
     return handle
 
 
-# ---- a reset mid-body --------------------------------------------------------------------------
+# ---- a reset mid-body ----------------------------------------------------------------------------
 
 HALF_A_BODY = b'{"choices":[{"message":{"content":"A"' + b" " * 4000
 
@@ -80,7 +74,7 @@ async def _a_reset_mid_body_is_an_error_whatever_the_framing() -> None:
     for framing, head in heads.items():
         async with loopback_server(answering(head + HALF_A_BODY, then_reset=True)) as port:
             with allocation_peak() as peak, pytest.raises(HttpError, match="lost") as raised:
-                await post_once(port)
+                await post_to(port)
         assert not isinstance(raised.value, TimeoutError), framing
         assert raised.value.elapsed > 0
         assert peak.bytes < SMALL, framing
@@ -98,44 +92,13 @@ async def _a_close_delimited_gzip_body_cut_short_is_an_error() -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n"
     async with loopback_server(answering(head + coded[: len(coded) // 2])) as port:
         with allocation_peak() as peak, pytest.raises(UnusableAnswer, match="truncated gzip"):
-            await post_once(port)
+            await post_to(port)
     assert peak.bytes < SMALL
 
 
 test_a_close_delimited_gzip_body_cut_short_is_an_error = on_each_loop(
     _a_close_delimited_gzip_body_cut_short_is_an_error
 )
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer(seed=4) as server:
-        yield server
-
-
-def hostile_first(port: int, fake: FakeLLMServer) -> ModelGroup:
-    return ModelGroup.model_validate(
-        {
-            "id": "hostile",
-            "models": [
-                {
-                    "provider": "openai",
-                    "model": "hostile",
-                    "api_base": f"http://127.0.0.1:{port}/v1",
-                    "api_key": KEY,
-                    "input_cost_per_token": 1e-9,
-                },
-                {
-                    "provider": "openai",
-                    "model": "healthy",
-                    "api_base": f"{fake.url}/v1",
-                    "api_key": KEY,
-                    "input_cost_per_token": 1e-6,
-                },
-            ],
-            "router": {"routing_strategy": "cost-based-routing", "num_retries": 1},
-        }
-    )
 
 
 async def test_the_gateway_never_takes_a_body_cut_by_a_reset_for_an_answer(
@@ -148,7 +111,7 @@ async def test_the_gateway_never_takes_a_body_cut_by_a_reset_for_an_answer(
     fake.script("healthy", answer="C")
     async with (
         loopback_server(answering(head + cut, then_reset=True)) as port,
-        ModelGroupGateway(hostile_first(port, fake), environ={}) as gateway,
+        ModelGroupGateway(hostile_first(url_of(port, "/v1"), fake, KEY), environ={}) as gateway,
     ):
         with allocation_peak() as peak:
             completion = await gateway.complete("hi")
@@ -156,7 +119,7 @@ async def test_the_gateway_never_takes_a_body_cut_by_a_reset_for_an_answer(
     assert peak.bytes < SMALL
 
 
-# ---- LF-only line endings, Transfer-Encoding: identity -----------------------------------------
+# ---- LF-only line endings, Transfer-Encoding: identity -------------------------------------------
 
 
 async def _lf_only_heads_are_read_and_lf_only_chunks_fail_at_once() -> None:
@@ -165,7 +128,7 @@ async def _lf_only_heads_are_read_and_lf_only_chunks_fail_at_once() -> None:
     head_only = b'HTTP/1.1 200 OK\nContent-Type: application/json\nContent-Length: 7\n\n{"a":1}'
     async with loopback_server(answering(head_only)) as port:
         with allocation_peak() as peak:
-            response = await post_once(port)
+            response = await post_to(port)
     assert (response.status, response.body) == (200, b'{"a":1}')
     assert response.headers["content-type"] == "application/json"
     assert peak.bytes < SMALL
@@ -173,7 +136,7 @@ async def _lf_only_heads_are_read_and_lf_only_chunks_fail_at_once() -> None:
     chunks = b'HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n7\n{"a":1}\n0\n\n'
     async with loopback_server(answering(chunks)) as port:
         with allocation_peak() as peak, pytest.raises(UnusableAnswer, match="malformed"):
-            await post_once(port)
+            await post_to(port)
     assert peak.bytes < SMALL
 
 
@@ -186,7 +149,7 @@ async def _transfer_encoding_identity_is_read_to_the_end_of_the_connection() -> 
     identity = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n{"a":1}'
     async with loopback_server(answering(identity)) as port:
         with allocation_peak() as peak:
-            response = await post_once(port)
+            response = await post_to(port)
     assert (response.status, response.body) == (200, b'{"a":1}')
     assert peak.bytes < SMALL
     # With a Content-Length beside it (a smuggling shape), or a coding that is not framing:
@@ -198,7 +161,7 @@ async def _transfer_encoding_identity_is_read_to_the_end_of_the_connection() -> 
     ):
         async with loopback_server(answering(answer)) as port:
             with pytest.raises(UnusableAnswer):
-                await post_once(port)
+                await post_to(port)
 
 
 test_transfer_encoding_identity_is_read_to_the_end_of_the_connection = on_each_loop(
@@ -228,7 +191,7 @@ async def _codings_we_did_not_ask_for_are_refused_before_their_body() -> None:
     for coding in (b"br", b"zstd", b"gzip, br", b"compress"):
         async with loopback_server(coded(coding)) as port:
             with allocation_peak() as peak, pytest.raises(UnusableAnswer) as raised:
-                await post_once(port)
+                await post_to(port)
         assert "unsupported Content-Encoding" in str(raised.value)
         assert repr(coding.decode().split(", ")[-1]) in str(raised.value)
         assert peak.bytes < SMALL
@@ -275,7 +238,7 @@ async def _a_same_origin_redirect_is_followed_as_the_openai_sdk_follows_it() -> 
 
     async with loopback_server(handle) as port:
         with allocation_peak() as peak:
-            response = await post_once(port)
+            response = await post_to(port)
     assert (response.status, response.body) == (200, b'{"ok":1}\n')
     lines = [r.split(b"\r\n", 1)[0] for r in seen]
     assert lines == [
@@ -305,7 +268,7 @@ async def _a_redirect_to_another_origin_is_refused_and_a_loop_is_bounded() -> No
         away = b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:%d/steal\r\n\r\n" % other
         async with loopback_server(answering(away)) as port:
             with pytest.raises(UnusableAnswer, match="another origin"):
-                await post_once(port)
+                await post_to(port)
     assert elsewhere == []  # the credentials never left the deployment's origin
 
     loops = 0
@@ -326,7 +289,7 @@ async def _a_redirect_to_another_origin_is_refused_and_a_loop_is_bounded() -> No
 
     async with loopback_server(forever) as port:
         with allocation_peak() as peak, pytest.raises(UnusableAnswer, match="more than 20"):
-            await post_once(port)
+            await post_to(port)
     assert loops == 21  # the first request and 20 redirects, as httpx's max_redirects
     assert peak.bytes < SMALL
 
@@ -343,7 +306,7 @@ async def test_the_gateway_fails_over_from_a_redirect_to_another_origin(
     away = f"HTTP/1.1 301 Moved\r\nLocation: {fake.url}/v1/chat/completions\r\n\r\n".encode()
     async with (
         loopback_server(answering(away)) as port,
-        ModelGroupGateway(hostile_first(port, fake), environ={}) as gateway,
+        ModelGroupGateway(hostile_first(url_of(port, "/v1"), fake, KEY), environ={}) as gateway,
     ):
         completion = await gateway.complete("hi")
     assert (completion.text, completion.deployment, completion.attempts) == ("B", "healthy", 2)
@@ -354,7 +317,7 @@ async def _interim_responses_cannot_flood_the_head_bound() -> None:
     flood = b"HTTP/1.1 100 Continue\r\n\r\n" * 40_000  # 1 MB of interim heads
     async with loopback_server(answering(flood, linger=True)) as port:
         with pytest.raises(UnusableAnswer, match="headers too large") as raised:
-            await post_once(port)
+            await post_to(port)
     assert not isinstance(raised.value, HttpTimeout)
 
 

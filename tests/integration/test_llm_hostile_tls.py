@@ -22,7 +22,14 @@ import pytest
 import trustme
 from yarl import URL
 
-from tests.hostile_http import ForwardProxy, MiB, allocation_peak, loopback_server, on_each_loop
+from tests.hostile_http import (
+    ForwardProxy,
+    MiB,
+    allocation_peak,
+    hostile_first,
+    loopback_server,
+    on_each_loop,
+)
 from worker.fake_llm import FakeLLMServer
 from worker.llm.errors import AttemptsExhausted, HttpTimeout
 from worker.llm.gateway import GroupState, ModelGroupGateway, group_state
@@ -235,34 +242,12 @@ async def test_the_gateway_counts_a_black_holed_handshake_as_a_timeout_and_as_la
     caplog.set_level(logging.INFO, logger="worker.llm.gateway")
     async with FakeLLMServer(seed=7) as fake, loopback_server(black_hole) as port:
         fake.script("healthy", answer="B")
-        group = ModelGroup.model_validate(
-            {
-                "id": "holed",
-                "models": [
-                    {
-                        "provider": "openai",
-                        "model": "holed",
-                        "api_base": f"https://127.0.0.1:{port}/v1",
-                        "api_key": KEY,
-                        "input_cost_per_token": 1e-9,
-                        "timeout": 0.3,
-                    },
-                    {
-                        "provider": "openai",
-                        "model": "healthy",
-                        "api_base": f"{fake.url}/v1",
-                        "api_key": KEY,
-                        "input_cost_per_token": 1e-6,
-                    },
-                ],
-                "router": {"routing_strategy": "cost-based-routing", "num_retries": 1},
-            }
-        )
+        group = hostile_first(f"https://127.0.0.1:{port}/v1", fake, KEY, timeout=0.3)
         state: GroupState = group_state(group)
         gateway = ModelGroupGateway(group, rng=random.Random(2), state=state, environ={})
         async with gateway:
             completion = await gateway.complete("hi")
-            holed = gateway.deployment_keys["holed"]
+            holed = gateway.deployment_keys["hostile"]
     assert (completion.text, completion.deployment, completion.attempts) == ("B", "healthy", 2)
     assert f"timed out in the TLS handshake with 127.0.0.1:{port} after 0.3 s" in caplog.text
     assert "connection error" not in caplog.text
