@@ -64,7 +64,8 @@ class ProxiedHttpClient(BaseHttpClient):
                 target.url,
                 data=body if body or method == "POST" else None,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=max(deadline - loop.time(), 0.0)),
+                # Never 0 or less: aiohttp reads that as no timeout at all.
+                timeout=aiohttp.ClientTimeout(total=max(deadline - loop.time(), 0.001)),
                 allow_redirects=False,
                 proxy=self._proxy.url,
                 proxy_headers=proxy_headers,
