@@ -112,6 +112,19 @@ def only_reconnect_lines_complain(worker: WorkerProcess) -> list[str]:
     return complaints
 
 
+async def two_failed_attempts(bundle: Any) -> tuple[WorkerProcess, list[str]]:
+    """`run` on the bundle until its second attempt failed, then stopped: its two lines."""
+    worker = await WorkerProcess.start(bundle)
+    try:
+        await worker.wait_for_line(r"retrying in 1\.0s")
+    finally:
+        assert await worker.stop() == 0, worker.output
+    first, second = only_reconnect_lines_complain(worker)[:2]
+    assert first.endswith("retrying in 0.5s") and second.endswith("retrying in 1.0s")
+    assert "Traceback" not in worker.output
+    return worker, [first, second]
+
+
 async def test_run_routes_over_mutual_tls(tmp_path: Path, pki: Pki) -> None:
     tls = pki.broker_context(require_client_certificate=True)
     async with secured_listener(tmp_path, tls=tls) as relay:
@@ -193,17 +206,10 @@ async def test_a_wrong_ca_file_is_one_line_then_the_backoff(tmp_path: Path, pki:
         bundle = write_bundle(
             tmp_path, relay.address, security_protocol="SSL", ssl_cafile=str(pki.other_ca)
         )
-        worker = await WorkerProcess.start(bundle)
-        try:
-            await worker.wait_for_line(r"retrying in 1\.0s")
-        finally:
-            assert await worker.stop() == 0, worker.output
-    first, second = only_reconnect_lines_complain(worker)[:2]
+        _, (first, second) = await two_failed_attempts(bundle)
     for line in (first, second):
         assert f"did not verify against CA file {pki.other_ca}" in line, line
         assert "TLS: the broker's certificate at" in line
-    assert first.endswith("retrying in 0.5s") and second.endswith("retrying in 1.0s")
-    assert "Traceback" not in worker.output
 
 
 async def test_a_wrong_password_is_one_line_naming_user_and_mechanism(tmp_path: Path) -> None:
@@ -217,17 +223,11 @@ async def test_a_wrong_password_is_one_line_naming_user_and_mechanism(tmp_path: 
             sasl_username="router",
             sasl_password=wrong,
         )
-        worker = await WorkerProcess.start(bundle)
-        try:
-            await worker.wait_for_line(r"retrying in 1\.0s")
-        finally:
-            assert await worker.stop() == 0, worker.output
-    first, second = only_reconnect_lines_complain(worker)[:2]
+        worker, (first, second) = await two_failed_attempts(bundle)
     for line in (first, second):
         assert "SASL: the broker at" in line and "refused user 'router' with SCRAM-SHA-256" in line
     assert wrong not in worker.output
     assert relay.seen.refused[:2] == [("router", "SCRAM-SHA-256")] * 2
-    assert "Traceback" not in worker.output
 
 
 async def test_the_broker_certificate_must_name_the_host(tmp_path: Path, pki: Pki) -> None:

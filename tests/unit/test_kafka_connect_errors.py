@@ -23,6 +23,7 @@ from worker.config.endpoints import KafkaSettings, read_endpoints
 from worker.kafka.connect_errors import (
     BOOTSTRAP_FAILURE_FORMAT,
     ConnectFailures,
+    capture_connect_failures,
     describe_connection_failure,
 )
 from worker.kafka.tls import TlsFileError, kafka_tls_context
@@ -111,6 +112,18 @@ def test_a_bootstrap_failure_is_described_by_the_causes_aiokafka_logged(pki: Pki
         assert failures.take() == []
     finally:
         client_log.removeFilter(failures)
+
+
+def test_a_bootstrap_failure_is_described_by_its_own_servers_causes(pki: Pki) -> None:
+    capture_connect_failures()  # as worker/logs.py does for `run`
+    client_log = logging.getLogger("aiokafka")
+    refused = ConnectionRefusedError(111, "refused")
+    client_log.error(BOOTSTRAP_FAILURE_FORMAT, "other-broker", 9093, verification_error("x"))
+    client_log.error(BOOTSTRAP_FAILURE_FORMAT, "broker", 9093, refused)
+    error = KafkaConnectionError("Unable to bootstrap from [('broker', 9093, 2)]")
+    line = describe_connection_failure(error, sasl_ssl(pki).connection_kwargs())
+    # Another client's failure (another server) is not this one's cause.
+    assert line == "nothing accepts connections at broker:9093 (connection refused)"
 
 
 def test_a_bootstrap_failure_without_a_captured_cause(pki: Pki) -> None:

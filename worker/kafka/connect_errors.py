@@ -33,8 +33,13 @@ _SCRAM_STEPS = ("process_server_first_message", "process_server_final_message")
 
 @dataclass(frozen=True)
 class ConnectFailure:
-    server: str  # host:port
+    host: str
+    port: int
     error: BaseException
+
+    @property
+    def server(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 class ConnectFailures(logging.Filter):
@@ -50,9 +55,9 @@ class ConnectFailures(logging.Filter):
         if record.msg != BOOTSTRAP_FAILURE_FORMAT or not isinstance(args, tuple) or len(args) != 3:
             return True
         host, port, error = args
-        if not isinstance(error, BaseException):
+        if not isinstance(port, int) or not isinstance(error, BaseException):
             return True
-        self._failures.append(ConnectFailure(f"{host}:{port}", error))
+        self._failures.append(ConnectFailure(str(host), port, error))
         return False
 
     def take(self) -> list[ConnectFailure]:
@@ -66,18 +71,22 @@ _capture: ConnectFailures | None = None
 
 
 def capture_connect_failures() -> None:
-    """Install the filter (once per process)."""
+    """Install the filter (once per process) on aiokafka.client's logger, "aiokafka"."""
     global _capture
     if _capture is None:
         _capture = ConnectFailures()
-        # aiokafka.client logs as "aiokafka".
-        logging.getLogger("aiokafka").addFilter(_capture)
+        # First of the logger's filters: one that drops repeated lines (client_logs) must not
+        # hide a failure from it.
+        logging.getLogger("aiokafka").filters.insert(0, _capture)
 
 
 def describe_connection_failure(error: BaseException, connection: Mapping[str, Any]) -> str:
     """One line: what failed, for the aiokafka client `connection` (its keyword arguments)."""
     if isinstance(error, KafkaConnectionError) and BOOTSTRAP_FAILED in str(error):
-        failures = _capture.take() if _capture is not None else []
+        servers = _servers(connection)
+        taken = _capture.take() if _capture is not None else []
+        # Only this client's servers: another client of the process may have failed meanwhile.
+        failures = [f for f in taken if (f.host.strip("[]"), f.port) in servers]
         if failures:
             lines = dict.fromkeys(_describe(f.error, connection, f.server) for f in failures)
             return _scrubbed("; ".join(lines), connection)
@@ -122,6 +131,18 @@ def _describe(error: BaseException, connection: Mapping[str, Any], server: str |
         # E.g. a broker that hangs up on a mechanism or a protocol it does not speak.
         return f"the broker{at} closed the connection ({_security(connection)})"
     return f"{type(error).__name__}{at}: {error}"
+
+
+def _servers(connection: Mapping[str, Any]) -> set[tuple[str, int]]:
+    """(host, port) of each bootstrap server, as aiokafka reads them (port 9092 by default)."""
+    given = connection.get("bootstrap_servers", [])
+    servers = set()
+    for server in [given] if isinstance(given, str) else given:
+        host, colon, port = str(server).strip().rpartition(":")
+        if not colon or not port.isdigit():
+            host, port = str(server).strip(), "9092"
+        servers.add((host.strip("[]"), int(port)))
+    return servers
 
 
 def _in_scram_exchange(error: BaseException) -> bool:

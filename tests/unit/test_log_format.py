@@ -1,6 +1,6 @@
 """`--log-format text|json`: what one line holds, and how a log call names its record.
 
-A real `run` process logging JSON is in tests/integration/test_logs.py.
+A real `run` process logging JSON: tests/integration/test_logs.py.
 """
 
 from __future__ import annotations
