@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import sys
 from pathlib import Path
@@ -83,15 +84,22 @@ def main(argv: list[str] | None = None) -> int:
         return eventloop.run(run_demo(args.router))
     from worker.service import serve
 
+    def refuse(line: str) -> None:
+        # In JSON every line of the process is an object: a log pipeline reads these too.
+        if args.log_format == "json":
+            logging.getLogger("worker.cli").error(line)
+        else:
+            print(line, file=sys.stderr)
+
     try:
         eventloop.run(serve(args.config, args.endpoints, args.flows, os.environ))
     except ConfigError as error:
         for problem in error.problems:
-            print(problem, file=sys.stderr)
-        print("refusing to start: the configuration is invalid", file=sys.stderr)
+            refuse(problem)
+        refuse("refusing to start: the configuration is invalid")
         return 1
     except TopicLayoutError as error:
-        print(f"refusing to start: {error}", file=sys.stderr)
+        refuse(f"refusing to start: {error}")
         return 1
     return 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from types import TracebackType
 from typing import Protocol, TypedDict
 
 from pythonjsonlogger.orjson import OrjsonFormatter
@@ -67,3 +68,14 @@ def configure_logging(level: str, log_format: str = DEFAULT_LOG_FORMAT) -> None:
     # aiokafka's INFO is chatty (every coordinator and metadata step); its warnings matter.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
     capture_connect_failures()
+    if log_format == "json":
+        # A crash is one JSON line too (with exc_info), not a bare traceback.
+        sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, traceback: TracebackType | None
+) -> None:
+    logging.getLogger("worker").critical(
+        "uncaught %s: %s", kind.__name__, error, exc_info=(kind, error, traceback)
+    )

@@ -99,3 +99,15 @@ async def test_json_logs_of_a_run_parse_line_by_line_without_secrets(
     output = worker.output
     assert KAFKA_PASSWORD not in output
     assert LLM_KEY not in output
+
+
+async def test_a_refused_start_is_json_too(tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path, "127.0.0.1:9", partitions=0)  # refused before any broker
+    bundle.env["COEXISTENCE_ROUTER_LOG_FORMAT"] = "json"
+    worker = await WorkerProcess.start(bundle)
+    assert await worker.wait() == 1
+    lines = [orjson.loads(line) for line in worker.lines]
+    assert [f["message"] for f in lines if f["level"] == "ERROR"] == [
+        f"{bundle.endpoints}: kafka.partitions: Input should be greater than or equal to 1",
+        "refusing to start: the configuration is invalid",
+    ]

@@ -114,3 +114,18 @@ def test_log_format_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     assert _parser().parse_args(["demo", "--log-format", "text"]).log_format == "text"
     monkeypatch.delenv("COEXISTENCE_ROUTER_LOG_FORMAT")
     assert _parser().parse_args(["demo"]).log_format == "text"
+
+
+def test_in_json_a_crash_is_one_line_too(
+    root_logging: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # restored after the test
+    configure_logging("info", "json")
+    try:
+        raise KeyError("v")
+    except KeyError as error:
+        sys.excepthook(KeyError, error, error.__traceback__)
+    [line] = capsys.readouterr().err.splitlines()
+    fields = orjson.loads(line)
+    assert fields["level"] == "CRITICAL" and fields["message"] == "uncaught KeyError: 'v'"
+    assert "Traceback" in fields["exc_info"]
