@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +47,21 @@ def session_reset(sender: str) -> Outgoing:
     return Outgoing(orjson.dumps(body), sender.encode())
 
 
-async def produce(bootstrap: str, topic: str, records: Iterable[Outgoing]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+def _client_kwargs(bootstrap: str, connection: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`connection`: aiokafka security settings (KafkaSettings.connection_kwargs()), if any."""
+    return {**(connection or {}), "bootstrap_servers": bootstrap}
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[Outgoing],
+    *,
+    connection: Mapping[str, Any] | None = None,
+) -> None:
+    producer = AIOKafkaProducer(
+        **_client_kwargs(bootstrap, connection), acks="all", enable_idempotence=False
+    )
     await producer.start()
     try:
         for r in records:
@@ -62,10 +75,12 @@ async def produce(bootstrap: str, topic: str, records: Iterable[Outgoing]) -> No
 class TopicReader:
     """Reads topics from the beginning, without a group, and waits for records to arrive."""
 
-    def __init__(self, bootstrap: str, *topics: str) -> None:
+    def __init__(
+        self, bootstrap: str, *topics: str, connection: Mapping[str, Any] | None = None
+    ) -> None:
         self._consumer = AIOKafkaConsumer(
             *topics,
-            bootstrap_servers=bootstrap,
+            **_client_kwargs(bootstrap, connection),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=None,

@@ -38,7 +38,7 @@ def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Copy until end of stream or a connection error; ends when either side closes."""
     try:
         while data := await reader.read(CHUNK):
@@ -126,15 +126,15 @@ class TcpProxy:
             )
             self.accepted += 1
             pumps = [
-                asyncio.create_task(_pump(client_reader, upstream_writer)),
-                asyncio.create_task(_pump(upstream_reader, client_writer)),
+                asyncio.create_task(pump(client_reader, upstream_writer)),
+                asyncio.create_task(pump(upstream_reader, client_writer)),
             ]
             try:
                 await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
                 close = _close
             finally:
-                for pump in pumps:
-                    pump.cancel()
+                for task in pumps:
+                    task.cancel()
                 await asyncio.gather(*pumps, return_exceptions=True)
         except OSError:
             pass  # upstream not there: the client sees its connection reset

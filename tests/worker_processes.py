@@ -150,13 +150,17 @@ class WorkerProcess:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def start(cls, bundle: Bundle, name: str = "worker") -> WorkerProcess:
+    async def start(
+        cls, bundle: Bundle, name: str = "worker", args: Sequence[str] = ()
+    ) -> WorkerProcess:
+        """`args`: more options of `run` (after the bundle's files)."""
         process = await asyncio.create_subprocess_exec(
             *COMMAND,
             "run",
             "--config", str(bundle.config),
             "--endpoints", str(bundle.endpoints),
             "--flows", str(bundle.flows),
+            *args,
             env=bundle.env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,

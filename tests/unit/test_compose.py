@@ -4,11 +4,16 @@ Always: Compose-style interpolation, then the compose-spec JSON Schema (vendored
 `check-jsonschema` package) plus the cross-references Compose itself resolves (depends_on targets,
 healthchecks for `service_healthy`, build context and Dockerfile, bind-mount sources). Also, where
 installed, Debian's `docker-compose config` (which needs no engine for that command).
+
+Prometheus' configuration is checked by `promtool check config` (Debian's `prometheus` package,
+which .ci/run installs) and the dashboard's expressions by `promtool check rules`; the dashboard
+may chart only the metrics SPEC §8 names.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -197,7 +202,7 @@ def test_the_checks_catch_a_broken_file(what: str, compose: dict[str, Any], tmp_
 def test_services() -> None:
     compose, _ = load_compose()
     services = compose["services"]
-    assert set(services) == {"kafka", "redis", "worker", "fake-llm"}
+    assert set(services) == {"kafka", "redis", "worker", "fake-llm", "prometheus", "grafana"}
 
     kafka = services["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
@@ -316,3 +321,186 @@ async def test_fake_llm_service_command_runs() -> None:
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 30)
+
+
+PROMETHEUS_CONFIG = COMPOSE_DIR / "prometheus" / "prometheus.yml"
+GRAFANA_DIR = COMPOSE_DIR / "grafana"
+DASHBOARD = GRAFANA_DIR / "dashboards" / "coexistence-router.json"
+# SPEC §8: the metrics the worker serves on /metrics, and their labels.
+SPEC_COUNTERS_AND_GAUGES = {
+    "coexistence_router_decisions_total": {"router", "route", "reason"},
+    "coexistence_router_dead_letters_total": {"error_type"},
+    "coexistence_router_llm_requests_total": {"model_group", "deployment", "outcome"},
+    "coexistence_router_deployment_cooling_down": {"model_group", "deployment"},
+    "coexistence_router_sessions": {"partition"},
+    "coexistence_router_consumer_lag": {"partition"},
+    "coexistence_router_messages_in_flight": set(),
+}
+SPEC_HISTOGRAMS = {
+    "coexistence_router_llm_request_duration_seconds": {"model_group", "deployment"},
+    "coexistence_router_restore_duration_seconds": set(),
+}
+# Series names a histogram is queried by, and the label every bucket carries.
+SPEC_SERIES = SPEC_COUNTERS_AND_GAUGES | {
+    f"{name}{suffix}": labels | ({"le"} if suffix == "_bucket" else set())
+    for name, labels in SPEC_HISTOGRAMS.items()
+    for suffix in ("_bucket", "_sum", "_count")
+}
+# What else a PromQL identifier in the dashboard may be: functions, aggregations, keywords, and
+# the labels Prometheus adds to every scraped series.
+PROMQL_WORDS = {
+    "sum", "max", "min", "avg", "count", "rate", "irate", "increase", "histogram_quantile",
+    "by", "without", "on", "ignoring", "and", "or", "unless", "instance", "job",
+}  # fmt: skip
+_IDENTIFIER = re.compile(r"(?<![\w:$])[a-zA-Z_:][a-zA-Z0-9_:]*")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    assert path is not None, "promtool is Debian's `prometheus` package (bash .ci/run installs it)"
+    return path
+
+
+def worker_service() -> dict[str, Any]:
+    compose, _ = load_compose()
+    worker: dict[str, Any] = compose["services"]["worker"]
+    return worker
+
+
+def mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path of the service's bind mounts."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("."):
+            found[target] = (COMPOSE_DIR / source).resolve()
+    return found
+
+
+def test_prometheus_scrapes_every_worker_replica_on_its_http_port() -> None:
+    compose, _ = load_compose()
+    prometheus = compose["services"]["prometheus"]
+    assert prometheus["image"].startswith("prom/prometheus:")  # the official image
+    assert mounts(prometheus)["/etc/prometheus/prometheus.yml"] == PROMETHEUS_CONFIG
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == "coexistence-router"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    # Service discovery of the scaled replicas: compose's DNS answers the service name with
+    # every container's address.
+    [discovery] = job["dns_sd_configs"]
+    assert discovery["names"] == ["worker"] and "worker" in compose["services"]
+    assert discovery["type"] == "A"
+    assert str(discovery["port"]) == worker_service()["environment"]["COEXISTENCE_ROUTER_HTTP_PORT"]
+
+
+def test_promtool_accepts_the_prometheus_config() -> None:
+    result = subprocess.run(
+        [promtool(), "check", "config", "--syntax-only", str(PROMETHEUS_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_refuses_a_broken_prometheus_config(tmp_path: Path) -> None:
+    broken = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    broken["scrape_configs"][0]["dns_sd_configs"][0]["type"] = "AAAAA"
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(broken))
+    result = subprocess.run(
+        [promtool(), "check", "config", "--syntax-only", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard() -> None:
+    compose, _ = load_compose()
+    grafana = compose["services"]["grafana"]
+    assert grafana["image"].startswith("grafana/grafana:")  # the official image
+    mounted = mounts(grafana)
+    assert mounted["/etc/grafana/provisioning"] == (GRAFANA_DIR / "provisioning")
+    [source] = yaml.safe_load(
+        (GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    assert "prometheus" in compose["services"]
+    [provider] = yaml.safe_load(
+        (GRAFANA_DIR / "provisioning" / "dashboards" / "coexistence-router.yml").read_text()
+    )["providers"]
+    assert mounted[provider["options"]["path"]] == DASHBOARD.parent
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (
+        Path(home).parent == Path(provider["options"]["path"]) and Path(home).name == DASHBOARD.name
+    )
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == source["uid"], panel["title"]
+
+
+def dashboard_expressions() -> dict[str, list[str]]:
+    """Panel title -> its PromQL expressions, Grafana's $__rate_interval as Prometheus reads it."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return {
+        panel["title"]: [t["expr"].replace("$__rate_interval", "1m") for t in panel["targets"]]
+        for panel in dashboard["panels"]
+    }
+
+
+def expression_words(expression: str) -> tuple[set[str], set[str]]:
+    """(metric names, other identifiers) of a PromQL expression; label values dropped."""
+    words = set(_IDENTIFIER.findall(_STRING.sub('""', expression)))
+    metrics = {w for w in words if w.startswith("coexistence_router_")}
+    return metrics, words - metrics
+
+
+def test_the_dashboard_charts_only_spec_metrics_and_their_labels() -> None:
+    charted: set[str] = set()
+    for title, expressions in dashboard_expressions().items():
+        assert expressions, title
+        for expression in expressions:
+            metrics, others = expression_words(expression)
+            assert metrics, f"{title}: {expression} charts no coexistence_router_ metric"
+            assert metrics <= set(SPEC_SERIES), (
+                f"{title}: not in SPEC §8: {metrics - set(SPEC_SERIES)}"
+            )
+            labels = set().union(*(SPEC_SERIES[m] for m in metrics))
+            unknown = others - PROMQL_WORDS - labels
+            assert not unknown, f"{title}: {sorted(unknown)} are neither PromQL nor SPEC labels"
+            charted |= metrics
+    # What an operator looks at first (issue 13): decisions, LLM latency and failures, lag,
+    # cooldowns.
+    for needed in (
+        "coexistence_router_decisions_total",
+        "coexistence_router_llm_request_duration_seconds_bucket",
+        "coexistence_router_llm_requests_total",
+        "coexistence_router_consumer_lag",
+        "coexistence_router_deployment_cooling_down",
+    ):
+        assert needed in charted, needed
+
+
+def test_the_word_check_catches_a_metric_outside_the_spec() -> None:
+    metrics, others = expression_words('sum by (pod) (rate(up{job="x"}[1m]))')
+    assert metrics == set() and {"up", "pod"} <= others - PROMQL_WORDS
+
+
+def test_promtool_parses_every_dashboard_expression(tmp_path: Path) -> None:
+    rules = [
+        {"record": f"dashboard:panel_{i}_{j}", "expr": expression}
+        for i, expressions in enumerate(dashboard_expressions().values())
+        for j, expression in enumerate(expressions)
+    ]
+    path = tmp_path / "dashboard.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout

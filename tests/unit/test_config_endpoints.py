@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from tests.tls_certificates import make_test_pki
 from worker.config.endpoints import Endpoints, KafkaSettings, Topics, load_endpoints
 from worker.config.errors import ConfigError
 
@@ -180,10 +181,20 @@ def test_ssl_without_hostname_check(workdir: Path) -> None:
 
 def test_ssl_files_are_found_next_to_endpoints_yml(workdir: Path) -> None:
     Path("env").mkdir()
-    Path("env/ca.pem").write_text("not a real certificate")
+    Path("env/ca.pem").write_bytes(make_test_pki(Path("pki")).ca.read_bytes())
     path = write("kafka:\n  security_protocol: SSL\n  ssl_cafile: ca.pem\n", "env/endpoints.yml")
     kafka = load_endpoints(path, {}).kafka
     assert kafka.ssl_cafile == str(Path("env") / "ca.pem")
+
+
+def test_an_unreadable_certificate_refuses_to_start(workdir: Path) -> None:
+    Path("env").mkdir()
+    Path("env/ca.pem").write_text("not a real certificate")
+    path = write("kafka:\n  security_protocol: SSL\n  ssl_cafile: ca.pem\n", "env/endpoints.yml")
+    [line] = problems_of(path)
+    assert line.startswith(
+        "env/endpoints.yml: kafka.ssl_cafile: no CA certificate read from env/ca.pem:"
+    )
 
 
 def test_missing_ssl_file_is_named(workdir: Path) -> None:

@@ -31,12 +31,12 @@ of model groups.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aiokafka.helpers import create_ssl_context
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -61,6 +61,7 @@ from worker.config.errors import (
     validation_problems,
 )
 from worker.config.yaml_files import read_yaml
+from worker.kafka.tls import TlsFileError, kafka_tls_context
 from worker.llm.model_group import ModelGroup
 
 SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
@@ -182,29 +183,41 @@ class KafkaSettings(BaseModel):
         """Seconds of idleness that end a sticky session; 0 = never (Rasa's default)."""
         return self.session_expiration_time * 60
 
-    def connection_kwargs(self) -> dict[str, Any]:
+    def connection_kwargs(self) -> ConnectionKwargs:
         """Keyword arguments for every aiokafka client (consumer, producer, admin).
 
-        Builds the SSL context, reading the certificate files, when SSL is used.
+        Builds the TLS context, reading the certificate files, when TLS is used.
         """
-        kwargs: dict[str, Any] = {
-            "bootstrap_servers": list(self.url),
-            "security_protocol": self.security_protocol,
-        }
+        kwargs = ConnectionKwargs(
+            bootstrap_servers=list(self.url), security_protocol=self.security_protocol
+        )
         if self.security_protocol.startswith("SASL_"):
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username
             if self.sasl_password is not None:
                 kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value()
         if self.uses_ssl:
-            context = create_ssl_context(
-                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
-            )
-            context.check_hostname = self.ssl_check_hostname
-            kwargs["ssl_context"] = context
+            kwargs["ssl_context"] = self.tls_context()
         if self.client_id:
             kwargs["client_id"] = self.client_id
         return kwargs
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Raises TlsFileError naming the `ssl_*` key whose file cannot be used."""
+        return kafka_tls_context(
+            cafile=self.ssl_cafile,
+            certfile=self.ssl_certfile,
+            keyfile=self.ssl_keyfile,
+            check_hostname=self.ssl_check_hostname,
+        )
+
+
+class ConnectionKwargs(dict[str, Any]):
+    """aiokafka's keyword arguments; the SASL password is the client's, never its repr's."""
+
+    def __repr__(self) -> str:
+        shown = {k: "***" if k == "sasl_plain_password" else v for k, v in self.items()}
+        return f"ConnectionKwargs({shown!r})"
 
 
 class NluEndpoint(BaseModel):
@@ -295,6 +308,11 @@ def _kafka_settings(
     except ValidationError as error:
         problems.extend(validation_problems(error, file=file, base="kafka", key_labels=labels))
         return None
+    if settings.uses_ssl and len(problems) == found:
+        try:
+            settings.tls_context()  # a certificate or key that cannot be read refuses to start
+        except TlsFileError as error:
+            problems.append(problem(file, f"kafka.{error.key}", error.reason))
     return settings if len(problems) == found else None
 
 

@@ -31,7 +31,8 @@ class EmbeddedBroker:
     """A Tansu broker process listening on a free loopback port.
 
     `advertised_port`: the port clients are told to connect to (in metadata), when it is not the
-    one the broker listens on, e.g. a proxy's; by default the listening port.
+    one the broker listens on, e.g. a proxy's; by default the listening port. `authentication`:
+    Tansu's `--authentication` (every client must log in with SASL).
     """
 
     def __init__(
@@ -39,9 +40,11 @@ class EmbeddedBroker:
         port: int | None = None,
         log_path: Path | None = None,
         advertised_port: int | None = None,
+        authentication: bool = False,
     ) -> None:
         self.port = port or free_loopback_port()
         self.advertised_port = advertised_port or self.port
+        self.authentication = authentication
         self._log_path = log_path
         self._process: asyncio.subprocess.Process | None = None
 
@@ -61,6 +64,7 @@ class EmbeddedBroker:
             f"tcp://127.0.0.1:{self.advertised_port}",
             "--storage-engine",
             "memory://tansu/",
+            *(["--authentication"] if self.authentication else []),
             stdout=log_file,
             stderr=log_file,
             stdin=asyncio.subprocess.DEVNULL,

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from contracts.models import INPUT_OFFSET_HEADER, SessionRecord, session_record_adapter
+from worker.logs import at_record
 from worker.routing.session import SessionTable, StickySession
 from worker.runtime.replay import ChangelogEvent, Replay, SenderHistory
 
@@ -73,6 +74,7 @@ class RestoredPartition:
                     record.partition,
                     record.offset,
                     exc.error_count(),
+                    extra=at_record(record),
                 )
                 return
             session = session_from_record(value)

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from contracts.models import DeadLetter, Route, encode_routed, session_value
 from worker.config.endpoints import Topics
 from worker.kafka.outbox import Ack, Outbox
+from worker.logs import at_record
 from worker.routing.session import StickySession
 from worker.runtime.changelog import input_offset_headers
 
@@ -76,7 +77,9 @@ class Publisher:
             source_partition=record.partition,
             source_offset=record.offset,
         )
-        log.warning("dead-lettered %s: %s", where(record), letter.error_message)
+        log.warning(
+            "dead-lettered %s: %s", where(record), letter.error_message, extra=at_record(record)
+        )
         return self._outbox.add(
             self._topics.dlq, record.value, key=record.key, headers=letter.to_headers()
         )

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from contracts.models import SessionReset, UserMessage, block_of, decode_input
 from worker.config.endpoints import Topics
 from worker.kafka.client_logs import quiet_client_logs
+from worker.kafka.connect_errors import describe_connection_failure
 from worker.kafka.outbox import Ack, Outbox
 from worker.kafka.topics import TopicLayoutError, ensure_topics
 from worker.routing.decision import RoutingDecision
@@ -166,10 +167,9 @@ class RoutingWorker:
                 if self._connected:
                     backoff = initial  # it worked for a while: a fresh failure, not a loop
                 log.warning(
-                    "kafka at %s unavailable (%s: %s); retrying in %.1fs",
+                    "kafka at %s unavailable (%s); retrying in %.1fs",
                     self.settings.connection.get("bootstrap_servers"),
-                    type(exc).__name__,
-                    exc,
+                    describe_connection_failure(exc, self.settings.connection),
                     backoff,
                 )
             with contextlib.suppress(TimeoutError):
