@@ -48,6 +48,9 @@ INTENT_CONVERSATION = [
     Turn("cara", "how much money is left?", "how_much_money", 0.72),  # a flow's NLU trigger
     Turn("dan", "what's the weather like", "ask_weather", 0.55),  # unlisted: NLU sticky
     Turn("eve", "/add_payee"),  # intent payload with an NLU trigger: CALM
+    Turn("gus", '/inform{"amount": 20}'),  # fills `amount`, which transfer_money collects: CALM
+    Turn("ida", "/help", "chitchat"),  # no intent `help`: the text `help` goes to the router
+    Turn("jon", "/SetSlots(payee_name=Bob)"),  # a command payload: NLU, routing left unset
     Turn("fay", "hmm", None),  # no intent: NLU sticky
     Turn("ben", "", reset=True),  # a downstream system ends ben's session
     Turn("ben", "send 20 euros to Anna", "transfer_money"),  # routed afresh: CALM
@@ -63,6 +66,7 @@ LLM_CONVERSATION = [
     Turn("hana", "transfer 50 euros please"),  # held by NLU
     Turn("ivan", "what is my balance?"),  # A
     Turn("jo", "qwertz ???"),  # the LLM answers something else: NLU sticky
+    Turn("kai", "/help me with a transfer"),  # not a payload: the LLM reads it without the slash
 ]
 
 

@@ -164,6 +164,7 @@ async def serve(
         domain=Path(domain) if domain else None,
         rasa=rasa,
     )
+    log.info("routing as %s does (releases %s of the table)", app.rasa, app.rasa.behaviour.releases)
     service = RouterService(app, environ)
     service.install_signal_handlers()
     with contextlib.suppress(asyncio.CancelledError):

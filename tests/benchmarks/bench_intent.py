@@ -64,8 +64,8 @@ def make_topics(prefix: str) -> Any:
 
 def make_router() -> Any:
     from worker.routing.flows import Flow, Flows, NluTrigger
-    from worker.routing.rules import Assistant
     from worker.routing.router_config import IntentBasedRouterConfig
+    from worker.routing.rules import Assistant
     from worker.runtime.coexistence_router import CoexistenceRouter
 
     config = IntentBasedRouterConfig.model_validate(INTENT_ROUTER)

@@ -306,8 +306,8 @@ async def run_worker(
     from worker.config.endpoints import Topics
     from worker.kafka.topics import ensure_topics
     from worker.llm.gateway import GatewayRegistry
-    from worker.routing.rules import Assistant
     from worker.routing.router_config import LLMBasedRouterConfig
+    from worker.routing.rules import Assistant
     from worker.runtime.coexistence_router import CoexistenceRouter
     from worker.runtime.worker import RuntimeSettings
 

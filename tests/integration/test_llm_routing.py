@@ -13,8 +13,8 @@ from worker.fake_llm import FakeLLMServer
 from worker.llm.gateway import GatewayRegistry
 from worker.llm.model_group import ModelGroup
 from worker.routing.flows import Flow, Flows, NluTrigger
-from worker.routing.rules import Assistant
 from worker.routing.router_config import LLMBasedRouterConfig
+from worker.routing.rules import Assistant
 from worker.runtime.coexistence_router import CoexistenceRouter
 
 ROUTER = LLMBasedRouterConfig.model_validate(

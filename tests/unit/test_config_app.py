@@ -227,7 +227,8 @@ def test_no_llm_uses_the_default_model_of_the_release(
 def test_default_llm_without_openai_key(workdir: Path) -> None:
     assert problems_of(llm_config(), write("endpoints.yml", ""), {}) == [
         "config.yml: pipeline[0] (LLMBasedRouter): has no llm, so Rasa Pro 3.11.20's default "
-        "(openai gpt-3.5-turbo) is used, which needs environment variable OPENAI_API_KEY: it is not set"
+        "(openai gpt-3.5-turbo) is used, which needs environment variable OPENAI_API_KEY: it is "
+        "not set"
     ]
 
 

@@ -134,7 +134,8 @@ def test_flow_must_be_a_mapping(workdir: Path) -> None:
 
 def test_flow_needs_description_and_steps(workdir: Path) -> None:
     assert problems_of(
-        "flows:\n  pay: {nlu_trigger: [{intent: pay}]}\n  save:\n    description: s\n    steps: []\n"
+        "flows:\n  pay: {nlu_trigger: [{intent: pay}]}\n"
+        "  save:\n    description: s\n    steps: []\n"
     ) == [
         "flows.yml: flows.pay.description: is required",
         "flows.yml: flows.pay.steps: is required",

@@ -7,9 +7,9 @@ from worker.config.app_config import (
     reload_app_config,
     validate_files,
 )
+from worker.config.domain import load_domain
 from worker.config.endpoints import Endpoints, KafkaSettings, NluEndpoint, Topics, load_endpoints
 from worker.config.errors import ConfigError
-from worker.config.domain import load_domain
 from worker.config.flows import load_flows
 from worker.config.rasa_config import load_router_config
 

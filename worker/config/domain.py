@@ -233,20 +233,18 @@ def _mapping(
         mapping_type = ""
     mapping_type = rasa.mapping_aliases.get(mapping_type, mapping_type)
     if mapping_type not in rasa.mapping_types:
-        what = "no type" if given is None else f"type {given!r}"
         known = ", ".join(sorted(rasa.mapping_types))
-        problems.append(
-            problem(
-                file,
-                f"{path}.type",
-                f"{what} is not a slot mapping type of Rasa {rasa.releases} ({known})",
-            )
+        what = (
+            f"required key is missing (Rasa {rasa.releases} has no default mapping type)"
+            if given is None
+            else f"not a slot mapping type of Rasa {rasa.releases} ({known})"
         )
+        problems.append(problem(file, f"{path}.type", what))
         return None
     needed = _REQUIRED_MAPPING_KEYS.get(mapping_type)
     if needed is not None and raw.get(needed) is None:
         problems.append(
-            problem(file, f"{path}.{needed}", f"a {mapping_type} mapping needs `{needed}`")
+            problem(file, f"{path}.{needed}", f"a {mapping_type} mapping needs {needed}")
         )
         return None
     for key in ("entity", "role", "group"):

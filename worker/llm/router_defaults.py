@@ -9,7 +9,7 @@ from 3.16 every model gets the default reasoning effort of its model family, or 
 
 The timeout is not a body parameter: the gateway waits the deployment's `timeout`, the router's,
 else the release's default (7 s) for every provider. (Under Rasa a non-openai deployment without
-its own timeout waits litellm's 600-second default; the worker does not copy that.)
+its own timeout waits litellm's default request_timeout, 6000 s; the worker does not copy that.)
 
 Token ids are facts of OpenAI's tokenizers: Rasa sends the ids of its release whatever the
 model, also where they encode other tokens; `bias_mismatch` says so, for a warning.
@@ -21,14 +21,11 @@ from typing import Any
 
 from worker.llm.model_group import Deployment
 from worker.llm.providers import model_name
-from worker.rasa.releases import DEFAULT_BEHAVIOUR, RouterLlmDefaults
+from worker.rasa.releases import CL100K_ABC, DEFAULT_BEHAVIOUR, O200K_ABC, RouterLlmDefaults
 
 LOGIT_BIAS_VALUE = 100
 ROUTER_TIMEOUT = DEFAULT_BEHAVIOUR.llm.timeout
 
-# " A", " B", " C" in OpenAI's tokenizers.
-CL100K_ABC = (362, 426, 356)  # gpt-3.5-turbo, gpt-4, gpt-4-turbo
-O200K_ABC = (355, 418, 363)  # gpt-4o, gpt-4o-mini, gpt-4.1, gpt-4.5
 _TOKENIZERS: dict[tuple[int, ...], str] = {CL100K_ABC: "cl100k", O200K_ABC: "o200k"}
 # Reasoning models (o1, o3, o4-mini, gpt-5…) share o200k but reject logit_bias.
 _O200K_PREFIXES = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -163,36 +163,21 @@ def template_text(name: str) -> str:
 
 # ---- the facts the rows share ------------------------------------------------------------------
 
-_CL100K_ABC = (362, 426, 356)  # " A", " B", " C" for gpt-3.5-turbo / gpt-4
-_O200K_ABC = (355, 418, 363)  # the same for the gpt-4o family
+# The ids of " A", " B", " C" in OpenAI's tokenizers, which Rasa boosts with logit_bias 100.
+CL100K_ABC = (362, 426, 356)  # gpt-3.5-turbo, gpt-4, gpt-4-turbo
+O200K_ABC = (355, 418, 363)  # the gpt-4o family, gpt-4.1, gpt-4.5
 _TOKEN_ALIAS = MappingProxyType({"max_tokens": "max_completion_tokens"})
 
 _LLM_3_11_0 = RouterLlmDefaults(
     model="gpt-3.5-turbo",
     temperature=0.0,
     token_limit_key="max_tokens",
-    logit_bias_ids=_CL100K_ABC,
+    logit_bias_ids=CL100K_ABC,
     timeout=7.0,
     reasoning_effort=None,
 )
-_LLM_3_11_14 = RouterLlmDefaults(
-    model="gpt-3.5-turbo",
-    temperature=0.0,
-    token_limit_key="max_completion_tokens",
-    logit_bias_ids=_CL100K_ABC,
-    timeout=7.0,
-    reasoning_effort=None,
-    renamed=_TOKEN_ALIAS,
-)
-_LLM_3_13 = RouterLlmDefaults(
-    model="gpt-4o-2024-11-20",
-    temperature=0.0,
-    token_limit_key="max_completion_tokens",
-    logit_bias_ids=_O200K_ABC,
-    timeout=7.0,
-    reasoning_effort=None,
-    renamed=_TOKEN_ALIAS,
-)
+_LLM_3_11_14 = replace(_LLM_3_11_0, token_limit_key="max_completion_tokens", renamed=_TOKEN_ALIAS)
+_LLM_3_13 = replace(_LLM_3_11_14, model="gpt-4o-2024-11-20", logit_bias_ids=O200K_ABC)
 # shared/utils/llm.py _REASONING_EFFORT_LOWEST_BY_MODEL_PREFIX (the same 3.16.0-3.21.0), which
 # Rasa consults after litellm's capability data; where that data answers first for a family it
 # is written here first (litellm 1.101: gpt-5-chat models have no reasoning effort).
