@@ -181,3 +181,22 @@ def _with_intent(lines: str) -> str:
     from tests.parity.assistant import DOMAIN
 
     return DOMAIN.replace("intents:\n", "intents:\n" + lines, 1)
+
+
+def test_a_collected_from_text_slot_sends_every_unlisted_intent_to_calm(tmp_path: Path) -> None:
+    # 3.11.20 shared/core/slot_mappings.py: a from_text mapping is valid without a domain and
+    # takes the text, so on the router's path it fills `note` for any intent; the flow that
+    # collects it makes the slot available (nlu_command_adapter.py _issue_set_slot_commands).
+    flows = FLOWS + "  leave_note:\n    description: n\n    steps: [{collect: note}]\n"
+    from tests.parity.assistant import DOMAIN
+
+    note = "  note:\n    type: text\n    mappings:\n      - type: "
+    domain = DOMAIN.replace(note + "from_llm", note + "from_text")
+    app = load_assistant(tmp_path, V, flows=flows, domain=domain)
+    for intent in ("ask_weather", "greet", "anything_at_all"):
+        assert Outcome.of(decide_now(app, "hi", intent=intent, confidence=0.01)) == Outcome(
+            Route.CALM, NLU, Route.CALM
+        )
+    # Listed intents still go by their lists, and the payload path fills it too.
+    assert decide_now(app, "a human", intent="handoff").route is Route.NLU
+    assert Outcome.of(decide_now(app, "/greet")) == Outcome(Route.CALM, PAY, Route.CALM)

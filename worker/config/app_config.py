@@ -263,7 +263,11 @@ def session_ttl(
     if kafka_ttl is None:
         return rasa_ttl
     if kafka_ttl != rasa_ttl:
-        keeps = "never drops it" if rasa_ttl == 0 else f"drops it after {rasa_ttl / 60:g} min"
+        keeps = (
+            "keeps the routing across a session expiry"
+            if rasa_ttl == 0
+            else f"drops the routing after {rasa_ttl / 60:g} idle min"
+        )
         warnings.append(
             problem(
                 file,
