@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from tests.integration.test_cli import run_cli
 from tests.kafka_support import Outgoing, TopicReader, produce, user_message
 from tests.parity.assistant import DOMAIN, FLOWS
 from tests.worker_processes import (
@@ -131,16 +132,6 @@ async def test_session_config_without_carry_over_ends_idle_sessions(
         assert await worker.stop() == 0
     finally:
         worker.signal(signal.SIGKILL)
-
-
-async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *COMMAND, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    async with asyncio.timeout(60):
-        stdout, stderr = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 async def test_validate_refuses_what_rasa_refuses_one_line_each(tmp_path: Path) -> None:
