@@ -14,6 +14,13 @@ from worker.config.app_config import validate_files
 from worker.config.errors import ConfigError
 from worker.kafka.topics import TopicLayoutError
 from worker.logs import DEFAULT_LOG_FORMAT, LOG_FORMAT_VARIABLE, LOG_FORMATS, configure_logging
+from worker.rasa.releases import (
+    DEFAULT_VERSION,
+    VERSION_VARIABLE,
+    RasaVersion,
+    UnknownRasaVersion,
+    rasa_version,
+)
 
 
 def _logging_options(defaults: bool) -> argparse.ArgumentParser:
@@ -32,6 +39,17 @@ def _logging_options(defaults: bool) -> argparse.ArgumentParser:
     return options
 
 
+def _assistant_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--flows", help="flows YAML file or directory (nlu_trigger, collect)")
+    command.add_argument("--domain", help="domain YAML file or directory (merged as Rasa does)")
+    command.add_argument(
+        "--rasa-version",
+        default=os.environ.get(VERSION_VARIABLE) or DEFAULT_VERSION,
+        help=f"Rasa Pro release to reproduce, X.Y or X.Y.Z (env {VERSION_VARIABLE}; "
+        f"default {DEFAULT_VERSION}: its newest release)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="coexistence-router",
@@ -44,18 +62,31 @@ def _parser() -> argparse.ArgumentParser:
     run = add_command("run", help="join the consumer group and route messages")
     run.add_argument("--config", required=True, help="Rasa config.yml")
     run.add_argument("--endpoints", required=True, help="endpoints.yml of this environment")
-    run.add_argument("--flows", help="flows YAML file or directory (nlu_trigger is read)")
+    _assistant_options(run)
 
     validate = add_command("validate", help="check config.yml against one or more endpoints files")
     validate.add_argument("--config", required=True)
     validate.add_argument("--endpoints", required=True, action="append")
-    validate.add_argument("--flows")
+    _assistant_options(validate)
 
     demo = add_command("demo", help="the whole pipeline on an embedded broker")
     demo.add_argument(
         "--router", choices=["intent", "llm", "both"], default="both", help="which router to show"
     )
+    demo.add_argument(
+        "--rasa-version",
+        default=os.environ.get(VERSION_VARIABLE) or DEFAULT_VERSION,
+        help="Rasa Pro release to reproduce",
+    )
     return parser
+
+
+def _rasa(args: argparse.Namespace) -> RasaVersion | None:
+    try:
+        return rasa_version(args.rasa_version)
+    except UnknownRasaVersion as error:
+        print(f"--rasa-version: {error}", file=sys.stderr)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,24 +95,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{LOG_FORMAT_VARIABLE} must be one of {', '.join(LOG_FORMATS)}", file=sys.stderr)
         return 2
     configure_logging(args.log_level, args.log_format)
+    rasa = _rasa(args)
+    if rasa is None:
+        return 1
     if args.command == "validate":
+        warnings: list[str] = []
         problems = validate_files(
             Path(args.config),
             [Path(p) for p in args.endpoints],
             Path(args.flows) if args.flows else None,
             os.environ,
+            domain=Path(args.domain) if args.domain else None,
+            rasa=rasa,
+            warnings=warnings,
         )
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         for problem in problems:
             print(problem, file=sys.stderr)
         if problems:
             print(f"{len(problems)} problem(s) found", file=sys.stderr)
             return 1
-        print(f"valid: {args.config} with {', '.join(args.endpoints)}")
+        print(f"valid for {rasa}: {args.config} with {', '.join(args.endpoints)}")
         return 0
     if args.command == "demo":
         from worker.demo import run_demo
 
-        return eventloop.run(run_demo(args.router))
+        return eventloop.run(run_demo(args.router, rasa=rasa))
     from worker.service import serve
 
     def refuse(line: str) -> None:
@@ -92,7 +132,16 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
 
     try:
-        eventloop.run(serve(args.config, args.endpoints, args.flows, os.environ))
+        eventloop.run(
+            serve(
+                args.config,
+                args.endpoints,
+                args.flows,
+                os.environ,
+                domain=args.domain,
+                rasa=rasa,
+            )
+        )
     except ConfigError as error:
         for problem in error.problems:
             refuse(problem)

@@ -24,6 +24,7 @@ from worker.config.examples import ExampleRouter, bundled_example
 from worker.fake_llm import FakeLLMServer
 from worker.kafka.broker import EmbeddedBroker
 from worker.kafka.topics import ensure_topics
+from worker.rasa.releases import DEFAULT_RASA, RasaVersion
 from worker.service import RouterService, runtime_settings
 
 DEMO_LLM_KEY = "demo-not-a-secret"
@@ -47,6 +48,9 @@ INTENT_CONVERSATION = [
     Turn("cara", "how much money is left?", "how_much_money", 0.72),  # a flow's NLU trigger
     Turn("dan", "what's the weather like", "ask_weather", 0.55),  # unlisted: NLU sticky
     Turn("eve", "/add_payee"),  # intent payload with an NLU trigger: CALM
+    Turn("gus", '/inform{"amount": 20}'),  # fills `amount`, which transfer_money collects: CALM
+    Turn("ida", "/help", "chitchat"),  # no intent `help`: the text `help` goes to the router
+    Turn("jon", "/SetSlots(payee_name=Bob)"),  # a command payload: NLU, routing left unset
     Turn("fay", "hmm", None),  # no intent: NLU sticky
     Turn("ben", "", reset=True),  # a downstream system ends ben's session
     Turn("ben", "send 20 euros to Anna", "transfer_money"),  # routed afresh: CALM
@@ -62,6 +66,7 @@ LLM_CONVERSATION = [
     Turn("hana", "transfer 50 euros please"),  # held by NLU
     Turn("ivan", "what is my balance?"),  # A
     Turn("jo", "qwertz ???"),  # the LLM answers something else: NLU sticky
+    Turn("kai", "/help me with a transfer"),  # not a payload: the LLM reads it without the slash
 ]
 
 
@@ -154,10 +159,16 @@ def _print_table(title: str, decisions: list[dict[str, Any]], out: TextIO) -> No
 
 
 async def _run_one(
-    router: ExampleRouter, bootstrap: str, environ: dict[str, str], turns: list[Turn]
+    router: ExampleRouter,
+    bootstrap: str,
+    environ: dict[str, str],
+    turns: list[Turn],
+    rasa: RasaVersion,
 ) -> list[dict[str, Any]]:
     paths = bundled_example(router)
-    app = load_app_config(paths.config, paths.endpoints, paths.flows, environ)
+    app = load_app_config(
+        paths.config, paths.endpoints, paths.flows, environ, domain=paths.domain, rasa=rasa
+    )
     topics = Topics().renamed(lambda name: f"demo-{router}-{name}")
     settings = dataclasses.replace(
         runtime_settings(app),
@@ -182,7 +193,9 @@ async def _run_one(
         await task
 
 
-async def run_demo(which: str = "both", out: TextIO = sys.stdout) -> int:
+async def run_demo(
+    which: str = "both", out: TextIO = sys.stdout, rasa: RasaVersion = DEFAULT_RASA
+) -> int:
     async with EmbeddedBroker() as broker, FakeLLMServer(responder=llm_answer) as llm:
         environ = dict(os.environ)
         environ.update(
@@ -191,12 +204,15 @@ async def run_demo(which: str = "both", out: TextIO = sys.stdout) -> int:
             FAKE_LLM_KEY=DEMO_LLM_KEY,
         )
         print(f"embedded broker on {broker.bootstrap_servers}, fake LLM on {llm.url}", file=out)
+        print(f"routing as {rasa} does", file=out)
         if which in ("intent", "both"):
             decisions = await _run_one(
-                "intent", broker.bootstrap_servers, environ, INTENT_CONVERSATION
+                "intent", broker.bootstrap_servers, environ, INTENT_CONVERSATION, rasa
             )
             _print_table("IntentBasedRouter (worker/examples/intent/config.yml)", decisions, out)
         if which in ("llm", "both"):
-            decisions = await _run_one("llm", broker.bootstrap_servers, environ, LLM_CONVERSATION)
+            decisions = await _run_one(
+                "llm", broker.bootstrap_servers, environ, LLM_CONVERSATION, rasa
+            )
             _print_table("LLMBasedRouter (worker/examples/llm/config.yml)", decisions, out)
     return 0

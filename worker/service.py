@@ -11,12 +11,15 @@ import contextlib
 import logging
 import signal
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 from worker.config.app_config import AppConfig, load_app_config, reload_app_config
 from worker.config.errors import ConfigError
-from worker.llm.gateway import GatewayRegistry
+from worker.llm.gateway import GatewayFactory, GatewayRegistry, ModelGroupGateway
 from worker.llm.model_group import ModelGroup
+from worker.llm.router_defaults import router_params
+from worker.rasa.releases import RasaVersion
 from worker.routing.router_config import IntentBasedRouterConfig
 from worker.runtime.coexistence_router import CoexistenceRouter
 from worker.runtime.nlu_client import NluServer
@@ -38,7 +41,7 @@ def runtime_settings(app: AppConfig) -> RuntimeSettings:
         commit_interval=kafka.commit_interval,
         commit_count=kafka.commit_count,
         fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-        session_ttl=kafka.session_ttl,
+        session_ttl=app.session_ttl,
         shutdown_timeout=kafka.shutdown_timeout,
         rebalance_timeout=kafka.rebalance_timeout,
         session_timeout=kafka.session_timeout,
@@ -62,12 +65,17 @@ def build_router(app: AppConfig, gateways: GatewayRegistry | None) -> Coexistenc
             retries=nlu_endpoint.retries,
         )
     return CoexistenceRouter(
-        app.router,
-        app.triggers,
+        app.assistant,
         nlu=nlu,
         gateways=gateways,
         model_group=app.llm_group.id if app.llm_group is not None else None,
     )
+
+
+def _gateway_factory(app: AppConfig) -> GatewayFactory:
+    """Gateways whose requests carry the selected Rasa release's router defaults."""
+    params = partial(router_params, llm=app.rasa.behaviour.llm)
+    return lambda group, state: ModelGroupGateway(group, state=state, params=params)
 
 
 class RouterService:
@@ -81,7 +89,11 @@ class RouterService:
     ) -> None:
         self.app = app
         self._environ = environ
-        self.gateways = GatewayRegistry(router_groups(app)) if app.llm_group is not None else None
+        self.gateways = (
+            GatewayRegistry(router_groups(app), factory=_gateway_factory(app))
+            if app.llm_group is not None
+            else None
+        )
         self.router = build_router(app, self.gateways)
         self.worker = RoutingWorker(settings or runtime_settings(app), self.router)
         self.stop = asyncio.Event()
@@ -96,8 +108,15 @@ class RouterService:
                 " | ".join(error.problems),
             )
             return False
-        if fresh.endpoints.kafka != self.app.endpoints.kafka or fresh.router != self.app.router:
-            log.warning("kafka: and config.yml changes take effect only after a restart")
+        if (
+            fresh.endpoints.kafka != self.app.endpoints.kafka
+            or fresh.router != self.app.router
+            or fresh.flows.flows != self.app.flows.flows
+            or fresh.domain != self.app.domain
+        ):
+            log.warning(
+                "kafka:, config.yml, flows and domain changes take effect only after a restart"
+            )
         if self.gateways is not None:
             try:
                 self.gateways.replace(router_groups(fresh))
@@ -127,9 +146,25 @@ class RouterService:
                 await self.gateways.close()
 
 
-async def serve(config: str, endpoints: str, flows: str | None, environ: Mapping[str, str]) -> None:
+async def serve(
+    config: str,
+    endpoints: str,
+    flows: str | None,
+    environ: Mapping[str, str],
+    *,
+    domain: str | None,
+    rasa: RasaVersion,
+) -> None:
     """`coexistence-router run`: raises ConfigError before touching Kafka when a file is bad."""
-    app = load_app_config(Path(config), Path(endpoints), Path(flows) if flows else None, environ)
+    app = load_app_config(
+        Path(config),
+        Path(endpoints),
+        Path(flows) if flows else None,
+        environ,
+        domain=Path(domain) if domain else None,
+        rasa=rasa,
+    )
+    log.info("routing as %s does (releases %s of the table)", app.rasa, app.rasa.behaviour.releases)
     service = RouterService(app, environ)
     service.install_signal_handlers()
     with contextlib.suppress(asyncio.CancelledError):

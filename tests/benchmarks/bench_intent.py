@@ -63,13 +63,14 @@ def make_topics(prefix: str) -> Any:
 
 
 def make_router() -> Any:
-    from worker.routing.flows import FlowTriggers, NluTrigger
+    from worker.routing.flows import Flow, Flows, NluTrigger
     from worker.routing.router_config import IntentBasedRouterConfig
+    from worker.routing.rules import Assistant
     from worker.runtime.coexistence_router import CoexistenceRouter
 
     config = IntentBasedRouterConfig.model_validate(INTENT_ROUTER)
-    triggers = FlowTriggers([NluTrigger("block_card", "block_card")])
-    return CoexistenceRouter(config, triggers)
+    flows = Flows([Flow("block_card", (NluTrigger("block_card", "block_card"),))])
+    return CoexistenceRouter(Assistant(config, flows))
 
 
 def make_settings(bootstrap: str, topics: Any, partitions: int, **extra: Any) -> Any:

@@ -306,8 +306,8 @@ async def run_worker(
     from worker.config.endpoints import Topics
     from worker.kafka.topics import ensure_topics
     from worker.llm.gateway import GatewayRegistry
-    from worker.routing.flows import FlowTriggers
     from worker.routing.router_config import LLMBasedRouterConfig
+    from worker.routing.rules import Assistant
     from worker.runtime.coexistence_router import CoexistenceRouter
     from worker.runtime.worker import RuntimeSettings
 
@@ -326,7 +326,7 @@ async def run_worker(
     ends = await produce_all(bootstrap, topics.input, llm_messages(messages, senders))
     config = LLMBasedRouterConfig.model_validate({"calm_entry": {"sticky": CALM_DESCRIPTION}})
     gateways = GatewayRegistry({GROUP_ID: model_group(url)})
-    router = CoexistenceRouter(config, FlowTriggers(), gateways=gateways, model_group=GROUP_ID)
+    router = CoexistenceRouter(Assistant(config), gateways=gateways, model_group=GROUP_ID)
     settings = RuntimeSettings(
         connection=connection,
         topics=topics,

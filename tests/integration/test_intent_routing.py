@@ -17,8 +17,10 @@ from tests.kafka_support import (
     unique_topics,
     user_message,
 )
-from worker.routing.flows import FlowTriggers, NluTrigger
+from worker.rasa.releases import DEFAULT_BEHAVIOUR
+from worker.routing.flows import Flow, Flows, NluTrigger
 from worker.routing.router_config import IntentBasedRouterConfig
+from worker.routing.rules import Assistant
 from worker.runtime.coexistence_router import CoexistenceRouter
 from worker.runtime.worker import RuntimeSettings
 
@@ -28,12 +30,14 @@ CONFIG = IntentBasedRouterConfig.model_validate(
         "calm_entry": {"sticky": ["transfer_money", "check_balance"]},
     }
 )
-TRIGGERS = FlowTriggers(
+FLOWS = Flows(
     [
-        NluTrigger("block_card", "block_card"),
-        NluTrigger("add_payee", "add_payee", confidence_threshold=0.99),
-    ]
+        Flow("block_card", (NluTrigger("block_card", "block_card"),)),
+        Flow("add_payee", (NluTrigger("add_payee", "add_payee", confidence_threshold=0.99),)),
+    ],
+    DEFAULT_BEHAVIOUR.patterns,
 )
+ASSISTANT = Assistant(CONFIG, FLOWS)
 
 
 def make_settings(bootstrap: str, **overrides: Any) -> RuntimeSettings:
@@ -50,7 +54,7 @@ def make_settings(bootstrap: str, **overrides: Any) -> RuntimeSettings:
 
 
 def make_router() -> CoexistenceRouter:
-    return CoexistenceRouter(CONFIG, TRIGGERS)
+    return CoexistenceRouter(ASSISTANT)
 
 
 async def route_all(

@@ -1,4 +1,7 @@
-"""Every provider's request, as the fake LLM server receives it, and its answer parsed back."""
+"""Every provider's request, as the fake LLM server receives it, and its answer parsed back.
+
+The router's defaults are those of the default Rasa release (3.11.20): merged into openai
+deployments only (the parity suite covers other releases)."""
 
 from __future__ import annotations
 
@@ -47,8 +50,9 @@ async def test_openai_request_and_logit_bias_on_the_wire(fake: FakeLLMServer) ->
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert request.body["model"] == "gpt-4o-mini"
     assert request.body["messages"] == [{"role": "user", "content": "route this"}]
-    assert request.body["logit_bias"] == {"355": 100, "418": 100, "363": 100}
-    assert (request.body["temperature"], request.body["max_tokens"]) == (0.0, 1)
+    # Rasa 3.11.20 sends gpt-3.5's ids to every openai model (a warning says how to override).
+    assert request.body["logit_bias"] == {"362": 100, "426": 100, "356": 100}
+    assert (request.body["temperature"], request.body["max_completion_tokens"]) == (0.0, 1)
 
 
 async def test_azure_path_api_version_and_api_key(fake: FakeLLMServer) -> None:
@@ -69,7 +73,8 @@ async def test_azure_path_api_version_and_api_key(fake: FakeLLMServer) -> None:
     )
     assert request.headers["api-key"] == KEY
     assert "authorization" not in request.headers
-    assert request.body["logit_bias"] == {"362": 100, "426": 100, "356": 100}
+    # Not an openai deployment: Rasa merges none of its defaults.
+    assert request.body == {"messages": [{"role": "user", "content": "route this"}]}
 
 
 async def test_self_hosted_text_completions(fake: FakeLLMServer) -> None:
@@ -109,7 +114,7 @@ async def test_ollama_chat_non_streaming(fake: FakeLLMServer) -> None:
     request = fake.requests[-1]
     assert request.path == "/api/chat"
     assert request.body["stream"] is False
-    assert request.body["options"] == {"temperature": 0.0, "num_predict": 1, "num_ctx": 2048}
+    assert request.body["options"] == {"num_ctx": 2048}
 
 
 async def test_ollama_generate(fake: FakeLLMServer) -> None:
@@ -143,7 +148,7 @@ async def test_bedrock_signature_is_accepted(fake: FakeLLMServer) -> None:
     assert (completion.text, completion.usage.prompt_tokens) == ("A", 2)
     request = fake.requests[-1]
     assert request.deployment == model_id
-    assert request.body["inferenceConfig"] == {"maxTokens": 1, "temperature": 0.0}
+    assert "inferenceConfig" not in request.body
     assert request.body["additionalModelRequestFields"] == {"top_k": 3}
 
 
@@ -195,11 +200,11 @@ async def test_unknown_keys_reach_the_body(fake: FakeLLMServer) -> None:
     assert body["response_format"] == {"type": "text"}
     assert body["temperature"] == 0.2  # the deployment's own keys override the router's
     assert body["logit_bias"] == {"1": 5}
-    assert body["max_tokens"] == 1
+    assert body["max_completion_tokens"] == 1
 
 
-async def test_no_logit_bias_where_the_tokenizer_is_unknown(fake: FakeLLMServer) -> None:
+async def test_rasa_sends_its_bias_to_any_openai_model(fake: FakeLLMServer) -> None:
     await complete_once(
         {"provider": "openai", "model": "o3-mini", "api_base": f"{fake.url}/v1", "api_key": KEY}
     )
-    assert "logit_bias" not in fake.requests[-1].body
+    assert fake.requests[-1].body["logit_bias"] == {"362": 100, "426": 100, "356": 100}

@@ -12,8 +12,9 @@ from tests.kafka_support import TopicReader, produce, routed, running_worker, us
 from worker.fake_llm import FakeLLMServer
 from worker.llm.gateway import GatewayRegistry
 from worker.llm.model_group import ModelGroup
-from worker.routing.flows import FlowTriggers, NluTrigger
+from worker.routing.flows import Flow, Flows, NluTrigger
 from worker.routing.router_config import LLMBasedRouterConfig
+from worker.routing.rules import Assistant
 from worker.runtime.coexistence_router import CoexistenceRouter
 
 ROUTER = LLMBasedRouterConfig.model_validate(
@@ -50,8 +51,7 @@ async def route(
 ) -> list[dict[str, Any]]:
     settings = make_settings(bootstrap)
     router = CoexistenceRouter(
-        ROUTER,
-        FlowTriggers([NluTrigger("transfer", "transfer_money")]),
+        Assistant(ROUTER, Flows([Flow("transfer", (NluTrigger("transfer", "transfer_money"),))])),
         gateways=registry,
         model_group="router-llm",
     )
@@ -107,12 +107,12 @@ async def test_answers_route_and_stick(bootstrap: str, llm: FakeLLMServer) -> No
     assert first["deployment"] == "gpt-4o-mini"
     assert first["answer"] == "B"
     assert first["attempts"] == 1
-    # Rasa's request: one user message, temperature 0, one token, logit bias for gpt-4o.
+    # Rasa 3.11.20's request: one user message, temperature 0, one token, its logit bias.
     body = llm.requests[0].body
     assert body["messages"][0]["role"] == "user"
     assert body["messages"][0]["content"].startswith("You have to forward the user message")
-    assert (body["temperature"], body["max_tokens"]) == (0.0, 1)
-    assert body["logit_bias"] == {"355": 100, "418": 100, "363": 100}
+    assert (body["temperature"], body["max_completion_tokens"]) == (0.0, 1)
+    assert body["logit_bias"] == {"362": 100, "426": 100, "356": 100}
 
 
 async def test_every_deployment_down_routes_nlu_sticky_and_loses_nothing(

@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from contracts.models import DeadLetter
-from tests.integration.test_intent_routing import CONFIG, TRIGGERS, make_router, make_settings
+from tests.integration.test_intent_routing import ASSISTANT, make_router, make_settings
 from tests.kafka_support import (
     Outgoing,
     TopicReader,
@@ -152,7 +152,7 @@ class RasaNluStub:
 async def test_intent_from_nlu_server_when_parse_data_is_missing(bootstrap: str) -> None:
     settings = make_settings(bootstrap)
     async with RasaNluStub({"send money": "transfer_money"}, fail_first=1) as nlu:
-        router = CoexistenceRouter(CONFIG, TRIGGERS, nlu=NluServer(nlu.url, token="t0k", retries=2))
+        router = CoexistenceRouter(ASSISTANT, nlu=NluServer(nlu.url, token="t0k", retries=2))
         async with running_worker(settings, router):
             await produce(
                 bootstrap,
@@ -179,7 +179,7 @@ async def test_a_message_decidable_at_once_waits_behind_its_senders_nlu_call(
     settings = make_settings(bootstrap, partitions=1)
     answer = asyncio.Event()
     async with RasaNluStub({"send money": "transfer_money"}, held_until=answer) as nlu:
-        router = CoexistenceRouter(CONFIG, TRIGGERS, nlu=NluServer(nlu.url, timeout=30))
+        router = CoexistenceRouter(ASSISTANT, nlu=NluServer(nlu.url, timeout=30))
         async with (
             running_worker(settings, router),
             TopicReader(bootstrap, settings.topics.calm, settings.topics.nlu) as reader,
@@ -213,7 +213,7 @@ async def test_unreachable_nlu_server_routes_nlu_sticky_with_reason(bootstrap: s
     settings = make_settings(bootstrap)
     async with RasaNluStub({}) as nlu:
         dead_url = nlu.url
-    router = CoexistenceRouter(CONFIG, TRIGGERS, nlu=NluServer(dead_url, retries=1, timeout=1))
+    router = CoexistenceRouter(ASSISTANT, nlu=NluServer(dead_url, retries=1, timeout=1))
     async with running_worker(settings, router):
         await produce(bootstrap, settings.topics.input, [user_message("kim", "send money")])
         async with TopicReader(bootstrap, settings.topics.nlu) as reader:

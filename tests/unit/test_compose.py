@@ -252,6 +252,8 @@ def test_dockerfile() -> None:
         "/app/endpoints.yml",
         "--flows",
         "/app/flows",
+        "--domain",
+        "/app/domain.yml",
     ]
     kept = [
         line[1:].rstrip("/")
@@ -277,6 +279,7 @@ def test_worker_service_config_validates(example: str) -> None:
     assert mounted["/app/config.yml"].is_file()
     assert mounted["/app/endpoints.yml"].is_file()
     assert mounted["/app/flows"].is_dir()
+    assert mounted["/app/domain.yml"].is_file()
     command = worker["command"]
     assert command[1] == "run"
     args = [mounted.get(arg, arg) for arg in command[2:]]

@@ -9,7 +9,6 @@ import pytest
 from pydantic import SecretStr
 
 from worker.config.app_config import (
-    DEFAULT_OPENAI_CHAT_MODEL_NAME,
     INLINE_GROUP_ID,
     AppConfig,
     ConfigPaths,
@@ -18,6 +17,8 @@ from worker.config.app_config import (
     validate_files,
 )
 from worker.config.errors import ConfigError
+from worker.llm.router_defaults import router_params
+from worker.rasa.releases import rasa_version
 from worker.routing.router_config import IntentBasedRouterConfig, LLMBasedRouterConfig
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "config"
@@ -92,7 +93,16 @@ def test_intent_router_app_config(workdir: Path) -> None:
     app = load_app_config(FIXTURES / "config_intent.yml", endpoints, flows, ENVIRON)
     assert isinstance(app.router, IntentBasedRouterConfig)
     assert app.llm_group is None
-    assert len(app.triggers) == 4
+    # The four flows of the fixtures, then Rasa 3.11's patterns with an NLU trigger.
+    assert [flow.id for flow in app.flows] == [
+        "block_card",
+        "replace_card",
+        "transfer_money",
+        "add_payee",
+        "pattern_restart",
+        "pattern_session_start",
+        "pattern_user_silence",
+    ]
     assert set(app.endpoints.model_groups) == {"router-llm", "commands", "embeddings"}
     assert app.paths == ConfigPaths(FIXTURES / "config_intent.yml", endpoints, flows)
 
@@ -150,9 +160,14 @@ def test_inline_llm_loads_with_a_deprecation_warning(
     assert group is not None
     assert group.id == INLINE_GROUP_ID
     [model] = group.models
-    assert (model.provider, model.model, model.timeout) == ("openai", "gpt-4o-mini", 7)
+    assert (model.provider, model.model) == ("openai", "gpt-4o-mini")
+    assert model.extra_body() == {"temperature": 0.1}
     # Rasa merges its defaults into an inline config of the same provider; the user's win.
-    assert model.extra_body() == {"temperature": 0.1, "max_tokens": 1}
+    assert router_params(model) == {
+        "temperature": 0.1,
+        "max_completion_tokens": 1,
+        "logit_bias": {"362": 100, "426": 100, "356": 100},
+    }
     # Like Rasa <= 3.10, the key comes from OPENAI_API_KEY.
     assert model.api_key == SecretStr("openai-key-value")
 
@@ -190,27 +205,44 @@ def test_no_llm_uses_rasa_default(workdir: Path) -> None:
     assert app.llm_group is not None
     assert app.llm_group.id == INLINE_GROUP_ID
     [model] = app.llm_group.models
-    assert DEFAULT_OPENAI_CHAT_MODEL_NAME == "gpt-3.5-turbo"
-    assert (model.provider, model.model, model.timeout) == ("openai", "gpt-3.5-turbo", 7)
-    assert model.extra_body() == {"temperature": 0.0, "max_tokens": 1}
+    assert (model.provider, model.model, model.extra_body()) == ("openai", "gpt-3.5-turbo", {})
     assert model.api_key == SecretStr("openai-key-value")
+
+
+@pytest.mark.parametrize(
+    ("version", "model"),
+    [("3.11.0", "gpt-3.5-turbo"), ("3.13", "gpt-4o-2024-11-20"), ("3.21", "gpt-5-mini-2025-08-07")],
+)
+def test_no_llm_uses_the_default_model_of_the_release(
+    workdir: Path, version: str, model: str
+) -> None:
+    # llm_based_router.py DEFAULT_LLM_CONFIG / shared/utils/llm.py of each release.
+    app = load_app_config(
+        llm_config(), write("endpoints.yml", ""), None, ENVIRON, rasa=rasa_version(version)
+    )
+    assert app.llm_group is not None
+    assert [m.model for m in app.llm_group.models] == [model]
 
 
 def test_default_llm_without_openai_key(workdir: Path) -> None:
     assert problems_of(llm_config(), write("endpoints.yml", ""), {}) == [
-        "config.yml: pipeline[0] (LLMBasedRouter): has no llm, so Rasa's default (openai "
-        "gpt-3.5-turbo) is used, which needs environment variable OPENAI_API_KEY: it is not set"
+        "config.yml: pipeline[0] (LLMBasedRouter): has no llm, so Rasa Pro 3.11.20's default "
+        "(openai gpt-3.5-turbo) is used, which needs environment variable OPENAI_API_KEY: it is "
+        "not set"
     ]
 
 
 def test_every_problem_of_every_file_is_collected(workdir: Path) -> None:
     config = llm_config("    llm: {model_group: router-llm}", GENERATOR_WITH_GROUP)
     endpoints = write("endpoints.yml", ENDPOINTS.replace("${VLLM_BASE}", "${VLLM}"))
-    write("flows.yml", "flows:\n  pay:\n    nlu_trigger: pay\n")
+    write(
+        "flows.yml",
+        "flows:\n  pay:\n    description: p\n    steps: [{action: a}]\n    nlu_trigger: pay\n",
+    )
     with pytest.raises(ConfigError) as caught:
         load_app_config(config, endpoints, Path("flows.yml"), ENVIRON)
     assert caught.value.problems == [
-        "flows.yml: flows.pay.nlu_trigger: must be a list of `- intent:`",
+        "flows.yml: flows.pay.nlu_trigger: must be a non-empty list of `- intent: …` items",
         "endpoints.yml: model_groups[0] (id router-llm).models[1].api_base: environment variable "
         "VLLM is not set",
     ]

@@ -107,7 +107,7 @@ def test_empty_file_gives_every_default(workdir: Path) -> None:
     }
     assert (kafka.create_topics, kafka.partitions, kafka.replication_factor) == (True, 6, 1)
     assert (kafka.max_in_flight, kafka.commit_interval_ms, kafka.commit_interval) == (256, 500, 0.5)
-    assert (kafka.session_expiration_time, kafka.session_ttl) == (0, 0)
+    assert (kafka.session_expiration_time, kafka.session_ttl) == (None, None)
     assert (kafka.shutdown_timeout, kafka.rebalance_timeout, kafka.session_timeout) == (10, 10, 10)
     assert endpoints.nlu is None
     assert endpoints.model_groups == {}

@@ -14,19 +14,33 @@ DEMO_ENVIRON = {"FAKE_LLM_BASE": "http://127.0.0.1:8765/v1", "FAKE_LLM_KEY": "fa
 @pytest.mark.parametrize("router", ["intent", "llm"])
 def test_bundled_example_is_valid(router: ExampleRouter) -> None:
     paths = bundled_example(router)
-    assert validate_files(paths.config, [paths.endpoints], paths.flows, DEMO_ENVIRON) == []
+    warnings: list[str] = []
+    problems = validate_files(
+        paths.config,
+        [paths.endpoints],
+        paths.flows,
+        DEMO_ENVIRON,
+        domain=paths.domain,
+        warnings=warnings,
+    )
+    assert problems == []
+    assert warnings == []
 
 
 def test_intent_example() -> None:
     paths = bundled_example("intent")
-    app = load_app_config(paths.config, paths.endpoints, paths.flows, DEMO_ENVIRON)
+    app = load_app_config(
+        paths.config, paths.endpoints, paths.flows, DEMO_ENVIRON, domain=paths.domain
+    )
     assert isinstance(app.router, IntentBasedRouterConfig)
     assert app.router.nlu_entry.non_sticky
     assert app.router.calm_entry.sticky
     assert app.llm_group is None
     # The add_payee flow triggers only from confidence 0.8 on.
-    assert app.triggers.matches("add_payee", 0.8)
-    assert not app.triggers.matches("add_payee", 0.5)
+    assert app.assistant.triggers.calm("add_payee", 0.8)
+    assert not app.assistant.triggers.calm("add_payee", 0.5)
+    # The domain's session_config keeps the routing across Rasa's session expiry.
+    assert app.domain is not None and app.session_ttl == 0
 
 
 def test_llm_example() -> None:

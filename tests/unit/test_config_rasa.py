@@ -9,6 +9,7 @@ import pytest
 
 from worker.config.errors import ConfigError
 from worker.config.rasa_config import ModelGroupReference, load_router_config, read_rasa_config
+from worker.rasa.releases import RasaBehaviour, rasa_version
 from worker.routing.router_config import (
     DEFAULT_ROUTER_TEMPLATE,
     IntentBasedRouterConfig,
@@ -41,9 +42,14 @@ def write_config(pipeline: str, name: str = "config.yml") -> Path:
     return path
 
 
-def problems_of(path: Path) -> list[str]:
+# Releases that refuse a missing prompt file, and one that warns and uses the default.
+REFUSES = rasa_version("3.15.36").behaviour
+WARNS = rasa_version("3.11.20").behaviour
+
+
+def problems_of(path: Path, rasa: RasaBehaviour = REFUSES) -> list[str]:
     with pytest.raises(ConfigError) as caught:
-        load_router_config(path)
+        load_router_config(path, rasa)
     return caught.value.problems
 
 
@@ -141,17 +147,56 @@ def test_prompt_file_relative_to_config_yml(workdir: Path) -> None:
     assert config.llm == {"model_group": "router-llm"}
 
 
-def test_prompt_template_key_is_accepted(workdir: Path) -> None:
+def test_prompt_template_key_is_read_from_rasa_3_13(workdir: Path) -> None:
+    # llm_based_router.py __init__: `config.get(PROMPT_TEMPLATE_CONFIG_KEY) or
+    # config.get(PROMPT_CONFIG_KEY)` from 3.13.0; 3.11 and 3.12 read `prompt` only.
     Path("router.jinja2").write_text("{{ user_message }}")
-    config = load_router_config(write_config(LLM_ROUTER + "    prompt_template: router.jinja2\n"))
+    path = write_config(LLM_ROUTER + "    prompt_template: router.jinja2\n")
+    config = load_router_config(path, rasa_version("3.13.0").behaviour)
     assert isinstance(config, LLMBasedRouterConfig)
-    assert config.prompt_text == "{{ user_message }}"
+    assert (config.prompt, config.prompt_text) == ("router.jinja2", "{{ user_message }}")
+    warnings: list[str] = []
+    ignored = read_rasa_config(path, WARNS, warnings).router
+    assert isinstance(ignored, LLMBasedRouterConfig)
+    assert (ignored.prompt, ignored.prompt_text) == (None, DEFAULT_ROUTER_TEMPLATE)
+    assert warnings == [
+        "config.yml: pipeline[1] (LLMBasedRouter).prompt_template: Rasa 3.11.16–3.11.20 does "
+        "not read prompt_template: ignored"
+    ]
+
+
+def test_prompt_template_wins_over_prompt(workdir: Path) -> None:
+    Path("a.jinja2").write_text("A {{ user_message }}")
+    Path("b.jinja2").write_text("B {{ user_message }}")
+    path = write_config(LLM_ROUTER + "    prompt: a.jinja2\n    prompt_template: b.jinja2\n")
+    warnings: list[str] = []
+    config = read_rasa_config(path, rasa_version("3.21").behaviour, warnings).router
+    assert isinstance(config, LLMBasedRouterConfig)
+    assert config.prompt_text == "B {{ user_message }}"
+    assert warnings == [
+        "config.yml: pipeline[1] (LLMBasedRouter).prompt: ignored: Rasa 3.16.0–3.21.0 reads "
+        "prompt_template first"
+    ]
 
 
 def test_missing_prompt_file_is_named(workdir: Path) -> None:
     assert problems_of(write_config(LLM_ROUTER + "    prompt: prompts/missing.jinja2\n")) == [
         "config.yml: pipeline[1] (LLMBasedRouter).prompt: prompt file prompts/missing.jinja2 not "
-        "found (looked in the current directory)"
+        "found (looked in the current directory); Rasa 3.15.3–3.15.36 refuses it"
+    ]
+
+
+def test_missing_prompt_file_warns_where_rasa_uses_the_default(workdir: Path) -> None:
+    # shared/utils/llm.py get_prompt_template of 3.11.20: a warning and the default template.
+    warnings: list[str] = []
+    path = write_config(LLM_ROUTER + "    prompt: prompts/missing.jinja2\n")
+    config = read_rasa_config(path, WARNS, warnings).router
+    assert isinstance(config, LLMBasedRouterConfig)
+    assert config.prompt_text == DEFAULT_ROUTER_TEMPLATE
+    assert warnings == [
+        "config.yml: pipeline[1] (LLMBasedRouter).prompt: prompt file prompts/missing.jinja2 not "
+        "found (looked in the current directory): Rasa's default template is used, as Rasa "
+        "3.11.16–3.11.20 does"
     ]
 
 
@@ -159,7 +204,7 @@ def test_missing_prompt_file_next_to_config_yml_names_both_places(workdir: Path)
     [line] = problems_of(write_config(LLM_ROUTER + "    prompt: p.jinja2\n", "bot/config.yml"))
     assert line == (
         "bot/config.yml: pipeline[1] (LLMBasedRouter).prompt: prompt file p.jinja2 not found "
-        "(looked in the current directory and in bot)"
+        "(looked in the current directory and in bot); Rasa 3.15.3–3.15.36 refuses it"
     )
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 from contracts.models import Intent, LlmCall, Reason, Route, RouterName
-from worker.routing.flows import FlowTriggers, NluTrigger
-from worker.routing.payload import parse_intent_payload
+from worker.rasa.releases import DEFAULT_BEHAVIOUR
+from worker.routing.flows import Flow, Flows, NluTrigger
 from worker.routing.prompt import RouterPrompt
 from worker.routing.router_config import (
     DEFAULT_ROUTER_TEMPLATE,
     IntentBasedRouterConfig,
     LLMBasedRouterConfig,
 )
-from worker.routing.rules import decide_by_intent, decide_by_llm, route_without_router
+from worker.routing.rules import Assistant, decide_by_intent, decide_by_llm, route_without_router
 from worker.routing.session import StickySession
 
 INTENTS = IntentBasedRouterConfig.model_validate(
@@ -23,7 +23,14 @@ INTENTS = IntentBasedRouterConfig.model_validate(
     }
 )
 LLM = LLMBasedRouterConfig.model_validate({"calm_entry": {"sticky": "handles transfers"}})
-TRIGGERS = FlowTriggers([NluTrigger("f1", "block_card"), NluTrigger("f2", "strict", 0.9)])
+FLOWS = Flows(
+    [
+        Flow("f1", (NluTrigger("f1", "block_card"),)),
+        Flow("f2", (NluTrigger("f2", "strict", 0.9),)),
+    ],
+    DEFAULT_BEHAVIOUR.patterns,
+)
+ASSISTANTS = {"intent": Assistant(INTENTS, FLOWS), "llm": Assistant(LLM, FLOWS)}
 CALL = LlmCall(model_group="g", deployment="d", attempts=1)
 
 
@@ -48,14 +55,14 @@ def intent(name: str | None, confidence: float = 0.8) -> Intent:
     ],
 )
 def test_intent_rules(found: Intent | None, route: Route, sticky: bool, reason: Reason) -> None:
-    decision = decide_by_intent(found, INTENTS, TRIGGERS)
+    decision = decide_by_intent(found, ASSISTANTS["intent"])
     assert (decision.route, decision.sticky, decision.reason) == (route, sticky, reason)
     assert decision.router is RouterName.INTENT
     assert decision.session_after == (route if sticky else None)
 
 
 def test_nlu_failure_is_no_intent_with_its_own_reason() -> None:
-    decision = decide_by_intent(None, INTENTS, TRIGGERS, nlu_failed=True)
+    decision = decide_by_intent(None, ASSISTANTS["intent"], nlu_failed=True)
     assert (decision.route, decision.sticky, decision.reason) == (
         Route.NLU,
         True,
@@ -63,12 +70,13 @@ def test_nlu_failure_is_no_intent_with_its_own_reason() -> None:
     )
 
 
-@pytest.mark.parametrize("config", [INTENTS, LLM])
-def test_sticky_session_needs_no_router(config: IntentBasedRouterConfig) -> None:
+@pytest.mark.parametrize("router", ["intent", "llm"])
+@pytest.mark.parametrize("text", ["/block_card", "hello", "/SetSlots(x=1)"])
+def test_sticky_session_needs_no_router(router: str, text: str) -> None:
     for route in Route:
         session = StickySession(route, since_offset=3, seen_at=0.0)
-        decision = route_without_router(session, "/block_card", config, TRIGGERS)
-        assert decision is not None
+        decision = route_without_router(session, text, ASSISTANTS[router])
+        assert not isinstance(decision, str)
         assert (decision.route, decision.sticky, decision.reason) == (
             route,
             True,
@@ -76,7 +84,7 @@ def test_sticky_session_needs_no_router(config: IntentBasedRouterConfig) -> None
         )
 
 
-@pytest.mark.parametrize("config", [INTENTS, LLM])
+@pytest.mark.parametrize("router", ["intent", "llm"])
 @pytest.mark.parametrize(
     ("text", "route"),
     [
@@ -87,11 +95,10 @@ def test_sticky_session_needs_no_router(config: IntentBasedRouterConfig) -> None
         ("/transfer", Route.NLU),  # listed for calm_entry, but payloads look only at triggers
     ],
 )
-def test_intent_payload_without_session(
-    config: IntentBasedRouterConfig, text: str, route: Route
-) -> None:
-    decision = route_without_router(None, text, config, TRIGGERS)
-    assert decision is not None
+def test_intent_payload_without_session(router: str, text: str, route: Route) -> None:
+    # Without a domain every name is an intent (the documented fallback).
+    decision = route_without_router(None, text, ASSISTANTS[router])
+    assert not isinstance(decision, str)
     assert (decision.route, decision.sticky, decision.reason) == (
         route,
         True,
@@ -99,19 +106,34 @@ def test_intent_payload_without_session(
     )
 
 
-def test_plain_text_needs_the_router() -> None:
-    assert route_without_router(None, "send money / now", INTENTS, TRIGGERS) is None
-    assert route_without_router(None, "a / b", LLM, TRIGGERS) is None
+def test_plain_text_needs_the_router_stripped() -> None:
+    assert route_without_router(None, "  send money / now\n", ASSISTANTS["intent"]) == (
+        "send money / now"
+    )
+    assert route_without_router(None, "a / b", ASSISTANTS["llm"]) == "a / b"
+
+
+def test_command_payload_leaves_the_routing_unset() -> None:
+    decision = route_without_router(None, "/SetSlots(note=hello)", ASSISTANTS["intent"])
+    assert not isinstance(decision, str)
+    assert (decision.route, decision.sticky, decision.reason) == (
+        Route.NLU,
+        False,
+        Reason.INTENT_PAYLOAD,
+    )
 
 
 def test_restart_routes_by_session_then_ends_it() -> None:
+    assistant = ASSISTANTS["intent"]
     session = StickySession(Route.CALM, since_offset=0, seen_at=0.0)
-    decision = route_without_router(session, "/restart", INTENTS, TRIGGERS)
-    assert decision is not None
+    decision = route_without_router(session, "/restart", assistant)
+    assert not isinstance(decision, str)
     assert (decision.route, decision.sticky, decision.reason) == (Route.CALM, False, Reason.RESTART)
     assert decision.session_after is None
-    fresh = route_without_router(None, "/restart", INTENTS, TRIGGERS)
-    assert fresh is not None and fresh.route is Route.NLU and fresh.session_after is None
+    # No session: the payload rule; Rasa 3.11.20's pattern_restart gives a system command only.
+    fresh = route_without_router(None, "/restart", assistant)
+    assert not isinstance(fresh, str)
+    assert fresh.route is Route.NLU and fresh.session_after is None
 
 
 @pytest.mark.parametrize(
@@ -142,7 +164,7 @@ def test_llm_failure_routes_nlu_sticky() -> None:
     )
 
 
-def test_default_prompt_is_rasa_3_11_template() -> None:
+def test_default_prompt_is_rasa_3_11_20_template() -> None:
     rendered = RouterPrompt(LLM).render("I want to send money")
     assert rendered == (
         "You have to forward the user message to the right assistant.\n\n"
@@ -170,20 +192,3 @@ def test_user_template_is_sandboxed() -> None:
 
     with pytest.raises(SecurityError):
         RouterPrompt(config).render("hi")
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("/greet", ("greet", 1.0)),
-        ('/inform{"city": "Berlin"}', ("inform", 1.0)),
-        ("/inform@0.4", ("inform", 0.4)),
-        ("  /greet  ", ("greet", 1.0)),
-        ("hello /greet", None),
-        ("/", None),
-        ("/ greet", None),
-    ],
-)
-def test_parse_intent_payload(text: str, expected: tuple[str, float] | None) -> None:
-    payload = parse_intent_payload(text)
-    assert (None if payload is None else (payload.intent, payload.confidence)) == expected

@@ -1,7 +1,9 @@
-"""The whole configuration of a worker: config.yml + endpoints.yml + flows, checked together.
+"""The whole configuration of a worker: config.yml + endpoints.yml + flows + domain, checked
+together for the selected Rasa Pro release (`--rasa-version`, worker.rasa.releases).
 
 Every problem of every file is collected before anything is refused, so one run of
-`coexistence-router validate` (or a failed start) lists all of them.
+`coexistence-router validate` (or a failed start) lists all of them. What Rasa accepts but that
+behaves surprisingly is collected as warnings: logged at start, printed by `validate`.
 
 The LLMBasedRouter's `llm:` (Rasa 3.11+, SPEC §5):
 - `llm: {model_group: id}`: the group of that id in endpoints.yml.
@@ -9,8 +11,15 @@ The LLMBasedRouter's `llm:` (Rasa 3.11+, SPEC §5):
   named `LLMBasedRouter.llm`, with a deprecation warning. Mixing styles is refused: `model_group`
   next to model keys in one block, or an inline router `llm:` while other components of the
   pipeline use model groups.
-- no `llm:`: Rasa 3.11's default (`DEFAULT_LLM_CONFIG` of its llm_based_router.py): OpenAI
-  `gpt-3.5-turbo`, timeout 7, temperature 0.0, max_tokens 1, key from `OPENAI_API_KEY`.
+- no `llm:`: the release's default (`DEFAULT_LLM_CONFIG` of its llm_based_router.py): OpenAI
+  with the release's default model, key from `OPENAI_API_KEY`; the other defaults (temperature,
+  token limit, logit bias, reasoning effort) are merged into the request by
+  worker.llm.router_defaults, as into any openai deployment.
+
+The idle expiry of sticky sessions follows the domain's session_config (SessionConfig.
+routing_expiry_seconds): Rasa drops the routing slot at a session expiry only when slots are not
+carried over. `kafka.session_expiration_time`, when set, overrides it (with a warning where the
+two differ).
 """
 
 from __future__ import annotations
@@ -19,34 +28,34 @@ import logging
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from worker.config.domain import ROUTING_SLOT, load_domain
 from worker.config.endpoints import Endpoints, EndpointsRead, read_endpoints
 from worker.config.env import expand_model
-from worker.config.errors import ConfigError, problem, validation_problems
-from worker.config.flows import load_flow_triggers
+from worker.config.errors import ConfigError, display_name, problem, validation_problems
+from worker.config.flows import load_flows
 from worker.config.rasa_config import RasaConfig, read_rasa_config
 from worker.llm.model_group import Deployment, ModelGroup
-from worker.routing.flows import FlowTriggers
+from worker.llm.router_defaults import bias_mismatch
+from worker.rasa.releases import DEFAULT_RASA, RasaVersion
+from worker.routing.domain import Domain, SessionConfig
+from worker.routing.flows import Flow, Flows
 from worker.routing.router_config import LLMBasedRouterConfig, RouterConfig
+from worker.routing.rules import Assistant
 
 log = logging.getLogger(__name__)
 
 INLINE_GROUP_ID = "LLMBasedRouter.llm"
-# rasa/shared/utils/llm.py of Rasa 3.11: DEFAULT_OPENAI_CHAT_MODEL_NAME.
-DEFAULT_OPENAI_CHAT_MODEL_NAME = "gpt-3.5-turbo"
-# LLMBasedRouter.DEFAULT_LLM_CONFIG of Rasa 3.11, without `logit_bias`: the boost of " A"/" B"/
-# " C" depends on the model's tokenizer, so the LLM client adds it where the tokenizer is known.
-DEFAULT_LLM_CONFIG: dict[str, Any] = {
-    "provider": "openai",
-    "model": DEFAULT_OPENAI_CHAT_MODEL_NAME,
-    "timeout": 7,
-    "temperature": 0.0,
-    "max_tokens": 1,
-}
+DEFAULT_PROVIDER = "openai"  # LLMBasedRouter.DEFAULT_LLM_CONFIG's, in every release
+NO_DOMAIN_WARNING = (
+    "no --domain given: every /name is read as an intent payload and no slot mapping starts "
+    "CALM; Rasa parity needs the assistant's domain"
+)
 # Where Rasa ≤ 3.10 (through litellm) found credentials an inline `llm:` does not name.
 _PROVIDER_ENVIRONMENT: dict[str, dict[str, str]] = {
     "openai": {"api_key": "${OPENAI_API_KEY}"},
@@ -65,15 +74,27 @@ class ConfigPaths:
     config: Path
     endpoints: Path
     flows: Path | None
+    domain: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class AppConfig:
     router: RouterConfig
     endpoints: Endpoints
-    triggers: FlowTriggers
+    assistant: Assistant  # what the routing rules read: router, flows, domain, release
     llm_group: ModelGroup | None  # the LLMBasedRouter's model group; None for intents
     paths: ConfigPaths
+    rasa: RasaVersion = DEFAULT_RASA
+    session_ttl: float = 0.0  # idle seconds that end a sticky session; 0 = never
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def flows(self) -> Flows:
+        return self.assistant.flows
+
+    @property
+    def domain(self) -> Domain | None:
+        return self.assistant.domain
 
 
 def _inline_group(
@@ -81,17 +102,18 @@ def _inline_group(
     *,
     file: str,
     path: str,
+    rasa: RasaVersion,
     environ: Mapping[str, str],
     problems: list[str],
 ) -> ModelGroup | None:
-    """An inline (or absent) `llm:` as a one-deployment group, merged like Rasa's
-    `combine_custom_and_default_config`: defaults apply only when the provider is the default's.
-    """
+    """An inline (or absent) `llm:` as a one-deployment group, as Rasa's
+    `combine_custom_and_default_config` reads it: the default provider and model apply only when
+    the provider is the default's (the request defaults are merged later, per deployment)."""
     model = {_RENAMED_KEYS.get(key, key): value for key, value in llm.items()}
     provider = model.get("provider")
-    if provider is None or provider == DEFAULT_LLM_CONFIG["provider"]:
-        model = DEFAULT_LLM_CONFIG | model
-        provider = DEFAULT_LLM_CONFIG["provider"]
+    if provider is None or provider == DEFAULT_PROVIDER:
+        model = {"provider": DEFAULT_PROVIDER, "model": rasa.behaviour.llm.model} | model
+        provider = DEFAULT_PROVIDER
     if isinstance(provider, str):
         for key, reference in _PROVIDER_ENVIRONMENT.get(provider, {}).items():
             model.setdefault(key, reference)
@@ -110,27 +132,30 @@ def _inline_group(
 
 
 def _router_llm(
-    rasa: RasaConfig, environ: Mapping[str, str], problems: list[str]
+    config: RasaConfig, rasa: RasaVersion, environ: Mapping[str, str], problems: list[str]
 ) -> tuple[str | None, ModelGroup | None]:
     """(referenced group id, or None with the inline/default group built here)."""
-    router = rasa.router
+    router = config.router
     if not isinstance(router, LLMBasedRouterConfig):
         return None, None
-    file, path = rasa.file, f"{rasa.router_path}.llm"
+    file, path = config.file, f"{config.router_path}.llm"
     llm = router.llm
+    inline = partial(
+        _inline_group, file=file, path=path, rasa=rasa, environ=environ, problems=problems
+    )
     if llm is None:
         if not environ.get("OPENAI_API_KEY"):
             problems.append(
                 problem(
                     file,
-                    rasa.router_path,
-                    f"has no llm, so Rasa's default ({DEFAULT_LLM_CONFIG['provider']} "
-                    f"{DEFAULT_LLM_CONFIG['model']}) is used, which needs environment variable "
+                    config.router_path,
+                    f"has no llm, so {rasa}'s default ({DEFAULT_PROVIDER} "
+                    f"{rasa.behaviour.llm.model}) is used, which needs environment variable "
                     "OPENAI_API_KEY: it is not set",
                 )
             )
             return None, None
-        return None, _inline_group({}, file=file, path=path, environ=environ, problems=problems)
+        return None, inline({})
     if "model_group" in llm:
         others = sorted(key for key in llm if key != "model_group")
         if others:
@@ -145,7 +170,7 @@ def _router_llm(
             return None, None
         group_id = llm["model_group"]
         return (group_id if isinstance(group_id, str) else None), None
-    elsewhere = [ref.path for ref in rasa.references if not ref.path.startswith(path)]
+    elsewhere = [ref.path for ref in config.references if not ref.path.startswith(path)]
     if elsewhere:
         problems.append(
             problem(
@@ -163,35 +188,115 @@ def _router_llm(
     )
     log.warning(message)
     warnings.warn(message, DeprecationWarning, stacklevel=2)
-    return None, _inline_group(llm, file=file, path=path, environ=environ, problems=problems)
+    return None, inline(llm)
 
 
-def _missing_groups(rasa: RasaConfig, read: EndpointsRead) -> list[str]:
+def _missing_groups(config: RasaConfig, read: EndpointsRead) -> list[str]:
     return [
         problem(
-            rasa.file,
+            config.file,
             f"{ref.path}.model_group",
             f"model group {ref.group_id} is not defined in {read.file}",
         )
-        for ref in rasa.references
+        for ref in config.references
         if ref.group_id not in read.group_ids
     ]
 
 
-def _read_config(path: Path, problems: list[str]) -> RasaConfig | None:
-    try:
-        return read_rasa_config(path)
-    except ConfigError as error:
-        problems.extend(error.problems)
-        return None
+@dataclass(slots=True)
+class _Assistant:
+    """The assistant's own files as far as they could be read."""
+
+    config: RasaConfig | None
+    flows: list[Flow] | None
+    domain: Domain | None
+    domain_ok: bool
 
 
-def _read_flows(path: Path | None, problems: list[str]) -> FlowTriggers | None:
+def _read_assistant(
+    paths: ConfigPaths, rasa: RasaVersion, problems: list[str], warnings: list[str]
+) -> _Assistant:
+    """config.yml, flows and domain (paths.endpoints is not read here)."""
+    behaviour = rasa.behaviour
+    config = flows = None
+    domain, domain_ok = None, True
     try:
-        return load_flow_triggers(path)
+        config = read_rasa_config(paths.config, behaviour, warnings)
     except ConfigError as error:
         problems.extend(error.problems)
-        return None
+    try:
+        flows = load_flows(paths.flows, warnings)
+    except ConfigError as error:
+        problems.extend(error.problems)
+    try:
+        # Rasa merges its patterns' domain only when there are flows (FlowSyncImporter).
+        pattern_slots = behaviour.patterns.slots if flows else ()
+        domain = load_domain(
+            paths.domain, behaviour, pattern_slots=pattern_slots, warnings=warnings
+        )
+    except ConfigError as error:
+        problems.extend(error.problems)
+        domain_ok = False
+    if paths.domain is None:
+        warnings.append(NO_DOMAIN_WARNING)
+    elif domain is not None and config is not None:
+        routing = next((slot for slot in domain.slots if slot.name == ROUTING_SLOT), None)
+        if routing is None or routing.type != "bool":
+            # engine/validation.py validate_that_slots_are_defined_if_router_is_defined
+            problems.append(
+                problem(
+                    display_name(paths.domain),
+                    "slots",
+                    f"{config.router.name} needs the slot {ROUTING_SLOT} of type bool "
+                    "(Rasa refuses to train without it)",
+                )
+            )
+    return _Assistant(config, flows, domain, domain_ok)
+
+
+def session_ttl(
+    kafka_ttl: float | None, session: SessionConfig, *, file: str, warnings: list[str]
+) -> float:
+    """Idle seconds after which the worker ends a sticky session (0 = never): where Rasa would
+    drop the routing at a session expiry, unless `kafka.session_expiration_time` says otherwise."""
+    rasa_ttl = session.routing_expiry_seconds()
+    if kafka_ttl is None:
+        return rasa_ttl
+    if kafka_ttl != rasa_ttl:
+        keeps = (
+            "keeps the routing across a session expiry"
+            if rasa_ttl == 0
+            else f"drops the routing after {rasa_ttl / 60:g} idle min"
+        )
+        warnings.append(
+            problem(
+                file,
+                "kafka.session_expiration_time",
+                f"ends idle sessions after {kafka_ttl / 60:g} min (0 = never), while Rasa "
+                f"{keeps} for this domain's session_config",
+            )
+        )
+    return kafka_ttl
+
+
+def _bias_warnings(
+    group: ModelGroup | None, rasa: RasaVersion, config: RasaConfig, read: EndpointsRead
+) -> list[str]:
+    """A warning per deployment that gets Rasa's logit bias for another tokenizer."""
+    if group is None:
+        return []
+    if group.id == INLINE_GROUP_ID:
+        file, where = config.file, f"{config.router_path}.llm"
+    else:
+        index = read.group_ids.index(group.id) if group.id in read.group_ids else 0
+        file, where = read.file, f"model_groups[{index}] (id {group.id})"
+    found = []
+    for i, deployment in enumerate(group.models):
+        message = bias_mismatch(deployment, rasa.behaviour.llm)
+        if message is not None:
+            at = where if group.id == INLINE_GROUP_ID else f"{where}.models[{i}]"
+            found.append(problem(file, at, message.replace("Rasa ", f"{rasa} ", 1)))
+    return found
 
 
 def _unique(problems: list[str]) -> list[str]:
@@ -199,60 +304,126 @@ def _unique(problems: list[str]) -> list[str]:
 
 
 def load_app_config(
-    config: Path, endpoints: Path, flows: Path | None, environ: Mapping[str, str]
+    config: Path,
+    endpoints: Path,
+    flows: Path | None,
+    environ: Mapping[str, str],
+    *,
+    domain: Path | None = None,
+    rasa: RasaVersion = DEFAULT_RASA,
 ) -> AppConfig:
-    """Everything the worker runs on; ConfigError lists every problem of every file."""
+    """Everything the worker runs on; ConfigError lists every problem of every file.
+    Warnings are logged and kept in `AppConfig.warnings`."""
+    paths = ConfigPaths(config, endpoints, flows, domain)
     problems: list[str] = []
-    rasa = _read_config(config, problems)
-    triggers = _read_flows(flows, problems)
+    warnings: list[str] = []
+    assistant = _read_assistant(paths, rasa, problems, warnings)
     read = read_endpoints(endpoints, environ)
     problems.extend(read.problems)
     llm_group: ModelGroup | None = None
-    if rasa is not None:
-        group_id, llm_group = _router_llm(rasa, environ, problems)
-        problems.extend(_missing_groups(rasa, read))
+    rasa_config = assistant.config
+    if rasa_config is not None:
+        group_id, llm_group = _router_llm(rasa_config, rasa, environ, problems)
+        problems.extend(_missing_groups(rasa_config, read))
         if group_id is not None and read.endpoints is not None:
             llm_group = read.endpoints.model_groups.get(group_id)
-    if problems or rasa is None or triggers is None or read.endpoints is None:
+    if (
+        problems
+        or rasa_config is None
+        or assistant.flows is None
+        or not assistant.domain_ok
+        or read.endpoints is None
+    ):
         raise ConfigError(_unique(problems))
-    if isinstance(rasa.router, LLMBasedRouterConfig) and llm_group is None:
-        raise ConfigError([problem(rasa.file, rasa.router_path, "no LLM could be resolved")])
-    if read.endpoints.nlu is None and not isinstance(rasa.router, LLMBasedRouterConfig):
+    router = rasa_config.router
+    if isinstance(router, LLMBasedRouterConfig) and llm_group is None:
+        raise ConfigError(
+            [problem(rasa_config.file, rasa_config.router_path, "no LLM could be resolved")]
+        )
+    if read.endpoints.nlu is None and not isinstance(router, LLMBasedRouterConfig):
         log.info("%s has no nlu: endpoint; messages without parse_data have no intent", read.file)
+    warnings.extend(_bias_warnings(llm_group, rasa, rasa_config, read))
+    ttl = session_ttl(
+        read.endpoints.kafka.session_ttl,
+        assistant.domain.session if assistant.domain is not None else SessionConfig(),
+        file=read.file,
+        warnings=warnings,
+    )
+    flows_model = Flows(assistant.flows, rasa.behaviour.patterns)
+    warnings = _unique(warnings)
+    for warning in warnings:
+        log.warning("%s", warning)
     return AppConfig(
-        router=rasa.router,
+        router=router,
         endpoints=read.endpoints,
-        triggers=triggers,
+        assistant=Assistant(router, flows_model, assistant.domain, rasa.behaviour),
         llm_group=llm_group,
-        paths=ConfigPaths(config, endpoints, flows),
+        paths=paths,
+        rasa=rasa,
+        session_ttl=ttl,
+        warnings=tuple(warnings),
     )
 
 
 def reload_app_config(current: AppConfig, environ: Mapping[str, str]) -> AppConfig:
     """The same files read again (SIGHUP); ConfigError leaves `current` to keep running on."""
     paths = current.paths
-    return load_app_config(paths.config, paths.endpoints, paths.flows, environ)
+    return load_app_config(
+        paths.config,
+        paths.endpoints,
+        paths.flows,
+        environ,
+        domain=paths.domain,
+        rasa=current.rasa,
+    )
 
 
 def validate_files(
-    config: Path, endpoints: list[Path], flows: Path | None, environ: Mapping[str, str]
+    config: Path,
+    endpoints: list[Path],
+    flows: Path | None,
+    environ: Mapping[str, str],
+    *,
+    domain: Path | None = None,
+    rasa: RasaVersion = DEFAULT_RASA,
+    warnings: list[str] | None = None,
 ) -> list[str]:
     """Every problem of `config.yml` run against each endpoints file; [] when all is valid.
 
-    The endpoints files (one per environment) must also define the same model group ids.
+    The endpoints files (one per environment) must also define the same model group ids. What
+    Rasa accepts with a surprise is appended to `warnings`.
     """
+    warnings = warnings if warnings is not None else []
     problems: list[str] = []
     if not endpoints:
         problems.append("no endpoints file given")
-    rasa = _read_config(config, problems)
-    _read_flows(flows, problems)
-    if rasa is not None:
-        _router_llm(rasa, environ, problems)
+    assistant = _read_assistant(
+        ConfigPaths(config, Path(), flows, domain), rasa, problems, warnings
+    )
+    rasa_config = assistant.config
+    inline_group = None
+    if rasa_config is not None:
+        _, inline_group = _router_llm(rasa_config, rasa, environ, problems)
     reads = [read_endpoints(path, environ) for path in endpoints]
     for read in reads:
         problems.extend(read.problems)
-        if rasa is not None:
-            problems.extend(_missing_groups(rasa, read))
+        if rasa_config is None:
+            continue
+        problems.extend(_missing_groups(rasa_config, read))
+        group = inline_group
+        router_llm = (
+            rasa_config.router.llm if isinstance(rasa_config.router, LLMBasedRouterConfig) else None
+        )
+        if router_llm is not None and "model_group" in router_llm and read.endpoints is not None:
+            group = read.endpoints.model_groups.get(str(router_llm["model_group"]))
+        warnings.extend(_bias_warnings(group, rasa, rasa_config, read))
+        if read.endpoints is not None:
+            session_ttl(
+                read.endpoints.kafka.session_ttl,
+                assistant.domain.session if assistant.domain is not None else SessionConfig(),
+                file=read.file,
+                warnings=warnings,
+            )
     every_id = {group_id for read in reads for group_id in read.group_ids}
     for read in reads:
         for group_id in sorted(every_id - set(read.group_ids)):
@@ -264,4 +435,5 @@ def validate_files(
                     f"lacks group id {group_id}, defined in {defined_in}",
                 )
             )
+    warnings[:] = _unique(warnings)
     return _unique(problems)

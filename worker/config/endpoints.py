@@ -135,7 +135,8 @@ class KafkaSettings(BaseModel):
     commit_interval_ms: int = Field(default=500, ge=1)
     commit_count: int = Field(default=500, ge=1)
     fetch_max_wait_ms: int = Field(default=100, ge=1)
-    session_expiration_time: float = Field(default=0.0, ge=0)
+    # Minutes; unset: the idle expiry follows the domain's session_config, as Rasa does.
+    session_expiration_time: float | None = Field(default=None, ge=0)
     shutdown_timeout: float = Field(default=10.0, gt=0)
     rebalance_timeout: float = Field(default=10.0, gt=0)
     # Kafka's consumer-group session (session.timeout.ms, in seconds): how long the group
@@ -179,8 +180,11 @@ class KafkaSettings(BaseModel):
         return self.commit_interval_ms / 1000
 
     @property
-    def session_ttl(self) -> float:
-        """Seconds of idleness that end a sticky session; 0 = never (Rasa's default)."""
+    def session_ttl(self) -> float | None:
+        """Seconds of idleness that end a sticky session when set (0 = never); None: not set,
+        the worker follows the domain's session_config (worker.config.app_config)."""
+        if self.session_expiration_time is None:
+            return None
         return self.session_expiration_time * 60
 
     def connection_kwargs(self) -> ConnectionKwargs:

@@ -19,7 +19,7 @@ def examples_dir() -> Path:
 
 
 def bundled_example(router: ExampleRouter) -> ConfigPaths:
-    """config.yml of the chosen router, the shared endpoints.yml and flows directory.
+    """config.yml of the chosen router, the shared endpoints.yml, flows directory and domain.
 
     endpoints.yml needs FAKE_LLM_BASE and FAKE_LLM_KEY in the environment (the demo's fake LLM
     server), and KAFKA_BOOTSTRAP_SERVERS when the broker is not on localhost:9092.
@@ -29,4 +29,5 @@ def bundled_example(router: ExampleRouter) -> ConfigPaths:
         config=root / router / "config.yml",
         endpoints=root / "endpoints.yml",
         flows=root / "flows",
+        domain=root / "domain.yml",
     )

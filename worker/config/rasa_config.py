@@ -25,6 +25,7 @@ from worker.config.errors import (
     validation_problems,
 )
 from worker.config.yaml_files import read_yaml
+from worker.rasa.releases import DEFAULT_BEHAVIOUR, MissingPrompt, RasaBehaviour
 from worker.routing.router_config import (
     IntentBasedRouterConfig,
     LLMBasedRouterConfig,
@@ -109,29 +110,52 @@ _TEMPLATES = ImmutableSandboxedEnvironment(autoescape=False)
 
 
 def _read_prompt(
-    entry: dict[str, Any], *, file: str, path: str, config_dir: Path, problems: list[str]
+    entry: dict[str, Any],
+    *,
+    file: str,
+    path: str,
+    config_dir: Path,
+    rasa: RasaBehaviour,
+    problems: list[str],
+    warnings: list[str],
 ) -> dict[str, Any]:
-    given = [key for key in PROMPT_KEYS if entry.get(key) is not None]
+    """`prompt_text`: the template of the key the release reads (the first of its
+    `prompt_keys` that is set), else the release's default template."""
+    resolved = {k: v for k, v in entry.items() if k not in PROMPT_KEYS}
+    default = resolved | {"prompt": None, "prompt_text": rasa.template_text}
+    ignored = [key for key in PROMPT_KEYS if entry.get(key) and key not in rasa.prompt_keys]
+    for key in ignored:
+        warnings.append(
+            problem(file, f"{path}.{key}", f"Rasa {rasa.releases} does not read {key}: ignored")
+        )
+    given = [key for key in rasa.prompt_keys if entry.get(key)]
     if not given:
-        return entry
-    if len(given) > 1:
-        problems.append(problem(file, path, "give either prompt or prompt_template, not both"))
-        return entry
+        return default
     key = given[0]
+    for other in given[1:]:
+        warnings.append(
+            problem(file, f"{path}.{other}", f"ignored: Rasa {rasa.releases} reads {key} first")
+        )
     prompt = entry[key]
-    if not isinstance(prompt, str) or not prompt:
+    if not isinstance(prompt, str):
         problems.append(problem(file, f"{path}.{key}", "must be the path of a jinja2 file"))
         return entry
     found = _resolve_prompt(prompt, config_dir)
     if found is None:
-        problems.append(
-            problem(
-                file,
-                f"{path}.{key}",
-                f"prompt file {prompt} not found ({looked_in(config_dir)})",
+        missing = f"prompt file {prompt} not found ({looked_in(config_dir)})"
+        if rasa.missing_prompt is MissingPrompt.REFUSED:
+            problems.append(
+                problem(file, f"{path}.{key}", f"{missing}; Rasa {rasa.releases} refuses it")
             )
-        )
-        return entry
+        else:
+            warnings.append(
+                problem(
+                    file,
+                    f"{path}.{key}",
+                    f"{missing}: Rasa's default template is used, as Rasa {rasa.releases} does",
+                )
+            )
+        return default
     prompt_name = display_name(found)
     try:
         # Rasa strips the template it reads (LLMBasedRouter.__init__).
@@ -146,12 +170,18 @@ def _read_prompt(
             f"{prompt_name}:{error.lineno}: prompt template does not compile: {error.message}"
         )
         return entry
-    resolved = {k: v for k, v in entry.items() if k not in PROMPT_KEYS}
     return resolved | {"prompt": prompt, "prompt_text": text}
 
 
 def _router_config(
-    entry: dict[str, Any], *, file: str, path: str, config_dir: Path, problems: list[str]
+    entry: dict[str, Any],
+    *,
+    file: str,
+    path: str,
+    config_dir: Path,
+    rasa: RasaBehaviour,
+    problems: list[str],
+    warnings: list[str],
 ) -> RouterConfig | None:
     name = _component_name(entry)
     # `prompt_text` is this project's field for the prompt file's content, not a Rasa key.
@@ -161,7 +191,13 @@ def _router_config(
             return IntentBasedRouterConfig.model_validate(values)
         before = len(problems)
         values = _read_prompt(
-            values, file=file, path=path, config_dir=config_dir, problems=problems
+            values,
+            file=file,
+            path=path,
+            config_dir=config_dir,
+            rasa=rasa,
+            problems=problems,
+            warnings=warnings,
         )
         # Validated even when the prompt failed, to report every key's problem in one run.
         config = LLMBasedRouterConfig.model_validate(values)
@@ -171,8 +207,12 @@ def _router_config(
         return None
 
 
-def read_rasa_config(path: Path) -> RasaConfig:
-    """The router of `config.yml` and every model-group reference of its pipeline and policies."""
+def read_rasa_config(
+    path: Path, rasa: RasaBehaviour = DEFAULT_BEHAVIOUR, warnings: list[str] | None = None
+) -> RasaConfig:
+    """The router of `config.yml` and every model-group reference of its pipeline and policies,
+    as release `rasa` reads them; what Rasa accepts with a surprise goes to `warnings`."""
+    warnings = warnings if warnings is not None else []
     file = display_name(path)
     problems: list[str] = []
     ok, document = read_yaml(path, problems)
@@ -223,13 +263,19 @@ def read_rasa_config(path: Path) -> RasaConfig:
         index, entry = routers[0]
         router_path = _component_path("pipeline", index, entry)
         router = _router_config(
-            entry, file=file, path=router_path, config_dir=path.parent, problems=problems
+            entry,
+            file=file,
+            path=router_path,
+            config_dir=path.parent,
+            rasa=rasa,
+            problems=problems,
+            warnings=warnings,
         )
     if problems or router is None:
         raise ConfigError(problems)
     return RasaConfig(file, router, router_path, tuple(references))
 
 
-def load_router_config(path: Path) -> RouterConfig:
+def load_router_config(path: Path, rasa: RasaBehaviour = DEFAULT_BEHAVIOUR) -> RouterConfig:
     """The IntentBasedRouter or LLMBasedRouter of Rasa's `config.yml`, its prompt file read."""
-    return read_rasa_config(path).router
+    return read_rasa_config(path, rasa).router

@@ -2,9 +2,9 @@
 and reading the answer text and token usage from its response. No I/O happens here.
 
 The prompt always travels as ONE user message (Rasa's `llm.acompletion(prompt)`), or as the
-`prompt` of a text completion. Request parameters are layered: the caller's defaults (the
-router's temperature/max_tokens/logit_bias), then the deployment's own unknown keys
-(`Deployment.extra_body()`), which win.
+`prompt` of a text completion. The request parameters are the caller's (the router's: the
+deployment's own keys over the Rasa release's defaults, worker.llm.router_defaults), else the
+deployment's own unknown keys (`Deployment.extra_body()`).
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class Endpoint:
         env = os.environ if environ is None else environ
         self.deployment = deployment
         self.name = deployment.name
-        self._params = {**(params or {}), **deployment.extra_body()}
+        self._params = dict(params) if params is not None else deployment.extra_body()
         self._model = model_name(deployment)
         self._api_key = deployment.api_key.get_secret_value() if deployment.api_key else None
         self._credentials: Credentials | None = None

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from worker.routing.router_config import DEFAULT_ROUTER_TEMPLATE, LLMBasedRouterConfig
+from worker.rasa.releases import RELEASES
+from worker.routing.router_config import LLMBasedRouterConfig
 
 _ENVIRONMENT = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=False)
+# Rasa's default templates use `{{ user_message }}` once, unfiltered.
+_BUILTIN_TEMPLATES = frozenset(row.template_text for row in RELEASES)
 
 
 class RouterPrompt:
@@ -19,11 +22,11 @@ class RouterPrompt:
             "nlu_entry_sticky": config.nlu_entry.sticky,
             "nlu_entry_non_sticky": config.nlu_entry.non_sticky,
         }
-        # Rasa's default template uses `{{ user_message }}` once, unfiltered: rendering it once
-        # around a marker gives the text on either side, and a message is then a concatenation
-        # (jinja was a tenth of the LLM router's CPU per message).
+        # For Rasa's own templates, rendering once around a marker gives the text on either side
+        # of the message, and a prompt is then a concatenation (jinja was a tenth of the LLM
+        # router's CPU per message).
         self._around: tuple[str, str] | None = None
-        if config.prompt_text == DEFAULT_ROUTER_TEMPLATE:
+        if config.prompt_text in _BUILTIN_TEMPLATES:
             marker = "\x00user_message\x00"
             head, tail = self._template.render(user_message=marker, **self._entries).split(marker)
             self._around = (head, tail)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-DEFAULT_ROUTER_TEMPLATE = (
-    resources.files("worker.routing").joinpath("router_template.jinja2").read_text().strip()
-)
+from worker.rasa.releases import DEFAULT_BEHAVIOUR
+
+# The default release's; worker.config.rasa_config fills in the selected release's template.
+DEFAULT_ROUTER_TEMPLATE = DEFAULT_BEHAVIOUR.template_text
 
 
 class IntentEntry(BaseModel):
@@ -57,7 +57,8 @@ class CalmDescription(BaseModel):
 
 
 class LLMBasedRouterConfig(BaseModel):
-    """`- name: LLMBasedRouter`. `prompt` names a jinja2 file; `prompt_text` is its content."""
+    """`- name: LLMBasedRouter`. `prompt` names the jinja2 file read (from the key the release
+    reads); `prompt_text` is the template used: that file's, or the release's default."""
 
     model_config = ConfigDict(extra="allow")
 

@@ -1,0 +1,1 @@
+"""Rasa Pro's behaviour per release: the table every version-dependent rule reads."""
