@@ -255,6 +255,10 @@ DLQ_HEADERS = (
     "x-source-partition",
     "x-source-offset",
 )
+# On a `routing-dlq` record whose value had to be cut to fit the topic: the original value's
+# size in bytes (decimal). `x-truncated-key` likewise, in the rare case the key had to be cut.
+TRUNCATED_HEADER = "x-truncated"
+TRUNCATED_KEY_HEADER = "x-truncated-key"
 
 
 class DeadLetter(BaseModel):

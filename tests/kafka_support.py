@@ -14,7 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from worker.config.endpoints import Topics
 from worker.runtime.coexistence_router import CoexistenceRouter
-from worker.runtime.worker import RoutingWorker, RuntimeSettings
+from worker.runtime.observer import RuntimeObserver
+from worker.runtime.settings import RuntimeSettings
+from worker.runtime.worker import RoutingWorker
 
 
 def unique_topics() -> Topics:
@@ -140,9 +142,11 @@ def routed(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    settings: RuntimeSettings, router: CoexistenceRouter
+    settings: RuntimeSettings,
+    router: CoexistenceRouter,
+    observer: RuntimeObserver | None = None,
 ) -> AsyncIterator[RoutingWorker]:
-    worker = RoutingWorker(settings, router)
+    worker = RoutingWorker(settings, router, observer=observer)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     ready = asyncio.create_task(worker.ready.wait())

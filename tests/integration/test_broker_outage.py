@@ -22,10 +22,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from tests.integration.test_intent_routing import make_router, make_settings
 from tests.kafka_support import Outgoing, TopicReader, produce, routed, user_message
-from tests.log_capture import CapturedLog, captured, committed_positions
+from tests.log_capture import CapturedLog, captured
+from tests.runtime_events import RecordedEvents
 from tests.tcp_proxy import TcpProxy
 from worker.kafka.broker import EmbeddedBroker, free_loopback_port
-from worker.runtime.worker import RoutingWorker, RuntimeSettings
+from worker.runtime.settings import RuntimeSettings
+from worker.runtime.worker import RoutingWorker
 
 CALM_SENDERS = [f"calm-{i}" for i in range(5)]  # open a CALM session in batch A
 NLU_SENDERS = [f"nlu-{i}" for i in range(5)]  # open an NLU session in batch A
@@ -33,20 +35,18 @@ NEW_CALM_SENDERS = [f"new-calm-{i}" for i in range(3)]  # first seen in batch B
 NEW_NLU_SENDERS = [f"new-nlu-{i}" for i in range(3)]
 
 
-def logged_commits(log: CapturedLog, topic: str) -> dict[int, int]:
-    """The highest offset committed per partition of `topic`, by the worker's account."""
-    offsets: dict[int, int] = {}
-    for message in log.messages("committed "):
-        for partition, offset in committed_positions(message, topic).items():
-            offsets[partition] = max(offsets.get(partition, 0), offset)
-    return offsets
-
-
 class Watched:
-    """A running worker, its log, and bounded steps that end early if the worker stops."""
+    """A running worker, its events and log, and bounded steps that end early if the worker
+    stops."""
 
-    def __init__(self, worker: RoutingWorker, task: asyncio.Task[None], log: CapturedLog) -> None:
-        self.worker, self.task, self.log = worker, task, log
+    def __init__(
+        self,
+        worker: RoutingWorker,
+        task: asyncio.Task[None],
+        events: RecordedEvents,
+        log: CapturedLog,
+    ) -> None:
+        self.worker, self.task, self.events, self.log = worker, task, events, log
 
     @asynccontextmanager
     async def step(self, what: str, seconds: float) -> AsyncIterator[None]:
@@ -77,12 +77,14 @@ class Watched:
 
 @asynccontextmanager
 async def watched_worker(settings: RuntimeSettings) -> AsyncIterator[Watched]:
-    """Like tests.kafka_support.running_worker, with the worker's task and log at hand."""
-    with captured("worker.runtime.worker") as log:
-        worker, stop = RoutingWorker(settings, make_router()), asyncio.Event()
+    """Like tests.kafka_support.running_worker, with the worker's task, events and log (for
+    the failure messages) at hand."""
+    with captured("worker.runtime") as log:
+        events = RecordedEvents()
+        worker, stop = RoutingWorker(settings, make_router(), observer=events), asyncio.Event()
         task = asyncio.create_task(worker.run(stop), name="worker")
         try:
-            yield Watched(worker, task, log)
+            yield Watched(worker, task, events, log)
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)  # a clean stop; what the worker crashed with, else
@@ -216,10 +218,6 @@ async def test_worker_recovers_from_a_broker_outage_mid_run(tmp_path: Path, outa
             ends: dict[int, int] = {}
             for record in inputs:
                 ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
-            await log.wait_until(
-                lambda: all(
-                    logged_commits(log, topics.input).get(p, 0) >= e for p, e in ends.items()
-                )
-            )
+            await watched.events.committed_to(ends)
             committed = await committed_offsets(bootstrap, settings)
         assert all((committed[p] or 0) >= end for p, end in ends.items()), (committed, ends)

@@ -23,7 +23,7 @@ from tests.kafka_support import (
     user_message,
 )
 from worker.config.endpoints import Topics
-from worker.kafka.topics import TopicLayoutError, ensure_topics
+from worker.kafka.topics import MIN_COMPACTION_LAG_MS, TopicLayoutError, ensure_topics
 from worker.runtime.coexistence_router import CoexistenceRouter
 from worker.runtime.nlu_client import NluServer
 from worker.runtime.worker import RoutingWorker
@@ -242,10 +242,10 @@ async def test_partition_count_mismatch_refuses_to_start(bootstrap: str) -> None
 
 async def test_missing_topics_are_created_with_a_compacted_changelog(bootstrap: str) -> None:
     settings = make_settings(bootstrap, partitions=4)
-    count = await ensure_topics(
+    layout = await ensure_topics(
         settings.connection, settings.topics, create=True, partitions=4, replication_factor=1
     )
-    assert count == 4
+    assert layout.partitions == 4
     admin = AIOKafkaAdminClient(**settings.connection)
     await admin.start()
     try:
@@ -256,7 +256,10 @@ async def test_missing_topics_are_created_with_a_compacted_changelog(bootstrap: 
             [ConfigResource(ConfigResourceType.TOPIC, settings.topics.sessions)]
         )
         [(_, _, _, _, entries)] = response.resources
-        assert ("cleanup.policy", "compact") in [(e[0], e[1]) for e in entries]
+        configs = [(e[0], e[1]) for e in entries]
+        assert ("cleanup.policy", "compact") in configs
+        # An opener (and the decision it carries) outlives its redeliveries.
+        assert ("min.compaction.lag.ms", str(MIN_COMPACTION_LAG_MS)) in configs
     finally:
         await admin.close()
 
