@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -12,7 +13,9 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
 from tests.kafka_support import TopicReader
-from worker.kafka.outbox import Outbox
+from tests.tcp_proxy import TcpProxy
+from worker.kafka.broker import EmbeddedBroker, free_loopback_port
+from worker.kafka.outbox import Outbox, PartitionStopped
 
 
 async def new_topic(bootstrap: str, partitions: int) -> str:
@@ -116,3 +119,41 @@ async def test_a_record_over_the_request_size_is_refused_alone(bootstrap: str) -
     async with TopicReader(bootstrap, topic) as reader:
         records = await reader.read_to_end()
     assert [r.value for r in records] == [b"before", b"after"]
+
+
+async def test_a_batch_the_broker_never_answers_stops_every_later_record_of_its_partition(
+    tmp_path: Path,
+) -> None:
+    """The produce request of one batch is lost on a stalled connection; aiokafka gives up on
+    it after its request timeout and would send the partition's next batch on a new connection.
+    Nothing after the lost batch may reach the broker: no reordering, no hole."""
+    proxy_port = free_loopback_port()
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log", advertised_port=proxy_port)
+    async with broker, TcpProxy(broker.port, port=proxy_port) as proxy:
+        topic = await new_topic(proxy.address, 1)
+        client = producer(proxy.address, request_timeout_ms=1500, linger_ms=0)
+        await client.start()
+        outbox = Outbox(client)
+        try:
+            assert await outbox.add(topic, b"0", key=b"x", partition=0) > 0
+            proxy.hold()  # the producer's connection delivers nothing from now on
+            lost = outbox.add(topic, b"1", key=b"x", partition=0)
+            await proxy.wait_held(timeout=10)  # its produce request is stuck in the network
+            later = []
+            for i in range(2, 10):
+                later.append(outbox.add(topic, f"{i}".encode(), key=b"x", partition=0))
+                await asyncio.sleep(0)  # separate batches, had they been handed over
+            with pytest.raises(KafkaError):
+                await lost
+            outcomes = await asyncio.gather(*later, return_exceptions=True)
+            assert all(isinstance(o, PartitionStopped) for o in outcomes), outcomes
+            assert outbox.failure is not None
+            # ... and so is everything added to that partition until a new outbox is made.
+            with pytest.raises(PartitionStopped):
+                await outbox.add(topic, b"10", key=b"x", partition=0)
+        finally:
+            await outbox.close()
+            await client.stop()
+        async with TopicReader(proxy.address, topic) as reader:
+            records = await reader.read_to_end()
+    assert [r.value for r in records] == [b"0"]
