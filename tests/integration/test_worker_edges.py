@@ -7,12 +7,13 @@ import uuid
 import zlib
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from contracts.models import DeadLetter
+from contracts.models import TRUNCATED_HEADER, DeadLetter
 from tests.integration.test_intent_routing import CONFIG, TRIGGERS, make_router, make_settings
 from tests.kafka_support import (
     Outgoing,
@@ -22,8 +23,11 @@ from tests.kafka_support import (
     running_worker,
     user_message,
 )
+from tests.runtime_events import RecordedEvents
 from worker.config.endpoints import Topics
+from worker.kafka.outbox import estimate_size
 from worker.kafka.topics import MIN_COMPACTION_LAG_MS, TopicLayoutError, ensure_topics
+from worker.runtime.clients import MAX_REQUEST_SIZE
 from worker.runtime.coexistence_router import CoexistenceRouter
 from worker.runtime.nlu_client import NluServer
 from worker.runtime.worker import RoutingWorker
@@ -293,3 +297,65 @@ async def test_sessions_follow_the_connectors_partitioner(bootstrap: str) -> Non
     later = [routed(r) for r in records if routed(r)["message"]["text"] == "a human please"]
     assert sorted(r["message"]["sender_id"] for r in later) == sorted(senders)
     assert {r["routing"]["reason"] for r in later} == {"sticky_session"}
+
+
+def oversized(sender: str, size: int, intent: str | None) -> Outgoing:
+    """A user message of exactly `size` bytes: as large as Kafka takes at its default limits,
+    too large to go out again with a routing block, or as a dead letter with its headers."""
+    body: dict[str, Any] = {"message_id": uuid.uuid4().hex, "sender_id": sender, "text": ""}
+    if intent is not None:
+        body["parse_data"] = {"intent": {"name": intent, "confidence": 0.9}, "entities": []}
+    body["text"] = "x" * (size - len(orjson.dumps(body)))
+    value = orjson.dumps(body)
+    assert len(value) == size
+    return Outgoing(value, sender.encode(), partition=0)
+
+
+async def test_an_input_too_large_to_route_whole_is_dead_lettered_cut_to_fit(
+    bootstrap: str,
+) -> None:
+    settings = make_settings(bootstrap, partitions=1)
+    size = 1_048_400
+    # One decided in the fetch loop (parse_data), one in a lane (the NLU server is asked).
+    large = [oversized("big", size, "transfer_money"), oversized("huge", size, None)]
+    events = RecordedEvents()
+    async with RasaNluStub({}) as nlu:
+        router = CoexistenceRouter(CONFIG, TRIGGERS, nlu=NluServer(nlu.url, retries=0))
+        async with running_worker(settings, router, events):
+            await produce(
+                bootstrap,
+                settings.topics.input,
+                [
+                    *large,
+                    Outgoing(user_message("big", "after", "handoff").value, b"big", partition=0),
+                    Outgoing(user_message("huge", "after", "handoff").value, b"huge", partition=0),
+                ],
+            )
+            async with TopicReader(bootstrap, settings.topics.dlq, settings.topics.nlu) as reader:
+                await reader.wait_for(4)
+            # Nothing stops at the large ones: every offset is decided and committed.
+            await events.committed_to({0: 4})
+        await router.close()
+    dead = sorted(
+        reader.by_topic(settings.topics.dlq),
+        key=lambda d: DeadLetter.from_headers(d.headers).source_offset,
+    )
+    assert [d.key for d in dead] == [b"big", b"huge"]
+    for offset, (record, sent) in enumerate(zip(dead, large, strict=True)):
+        letter = DeadLetter.from_headers(record.headers)
+        assert (letter.error_type, letter.source_partition, letter.source_offset) == (
+            "RecordTooLarge",
+            0,
+            offset,
+        )
+        assert dict(record.headers)[TRUNCATED_HEADER] == str(size).encode()
+        assert record.value is not None and 0 < len(record.value) < size
+        assert sent.value is not None and sent.value.startswith(record.value)
+        assert estimate_size(record.key, record.value, list(record.headers)) <= MAX_REQUEST_SIZE
+    after = [routed(r) for r in reader.by_topic(settings.topics.nlu)]
+    # The large messages changed no session: the next ones are routed by the rules.
+    assert sorted((a["message"]["sender_id"], a["routing"]["reason"]) for a in after) == [
+        ("big", "listed_intent"),
+        ("huge", "listed_intent"),
+    ]
+    assert [e.args[1] for e in events.named("dead_lettered")] == [0, 1]
