@@ -10,6 +10,7 @@ Hence its own broker, even when KAFKA_BOOTSTRAP_SERVERS names a cluster.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from tests.kafka_support import Outgoing, TopicReader, produce, routed, user_mes
 from tests.log_capture import CapturedLog, captured
 from tests.runtime_events import RecordedEvents
 from tests.tcp_proxy import TcpProxy
+from tests.worker_processes import Outputs, WorkerProcess, wait_for_balanced_group, write_bundle
 from worker.kafka.broker import EmbeddedBroker, free_loopback_port
 from worker.runtime.settings import RuntimeSettings
 from worker.runtime.worker import RoutingWorker
@@ -221,3 +223,47 @@ async def test_worker_recovers_from_a_broker_outage_mid_run(tmp_path: Path, outa
             await watched.events.committed_to(ends)
             committed = await committed_offsets(bootstrap, settings)
         assert all((committed[p] or 0) >= end for p, end in ends.items()), (committed, ends)
+
+
+async def test_sigterm_while_the_broker_is_away_exits_without_committing(tmp_path: Path) -> None:
+    """The drain's commit cannot be answered: the worker still exits within its shutdown
+    timeout, and a successor routes everything again (nothing was committed)."""
+    proxy_port = free_loopback_port()
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log", advertised_port=proxy_port)
+    async with broker, TcpProxy(broker.port, port=proxy_port) as proxy:
+        bundle = write_bundle(
+            tmp_path / "files",
+            proxy.address,
+            # No commit before the drain: the drain has everything to commit.
+            commit_interval_ms=600_000,
+            commit_count=1_000_000,
+            shutdown_timeout=2,
+        )
+        messages = [user_message(f"s{i}", "send money", "transfer_money") for i in range(3)]
+        worker = await WorkerProcess.start(bundle, "w1")
+        workers = [worker]
+        try:
+            await wait_for_balanced_group([worker], 6)
+            await produce(proxy.address, bundle.topics.input, messages)
+            async with TopicReader(proxy.address, bundle.topics.calm) as inbox:
+                await inbox.wait_for(len(messages))
+            await proxy.down()
+            await proxy.wait_for_refusal(timeout=30)
+            worker.signal(signal.SIGTERM)
+            # Bounded by shutdown_timeout (2 s); the generous wait only tells "exits" from "hangs".
+            assert await worker.wait(timeout=30) == 0
+            assert "not committed; what was not committed is redelivered" in worker.output
+
+            proxy.up()
+            successor = await WorkerProcess.start(bundle, "w2")
+            workers.append(successor)
+            async with TopicReader(proxy.address, bundle.topics.calm) as inbox:
+                records = await inbox.wait_for(2 * len(messages))
+            assert await successor.stop() == 0
+        finally:
+            for process in workers:
+                process.signal(signal.SIGKILL)
+    outputs = Outputs(records)
+    assert {mid: len(copies) for mid, copies in outputs.by_id.items()} == {
+        orjson.loads(m.value or b"")["message_id"]: 2 for m in messages
+    }

@@ -228,6 +228,11 @@ class Assignments:
             await part.lanes.abandon()
         settled = await self._settle(taken, budget.writes)
         committed = await self._commit(taken, budget.commit) if settled else Commit.NOT_DONE
+        if committed is not Commit.ACCEPTED:
+            log.warning(
+                "partitions %s: not committed; what was not committed is redelivered",
+                _numbers(taken),
+            )
         for part in parts:
             self._drop(part)
             # Only when all of it is committed: a redelivery would otherwise meet sessions
