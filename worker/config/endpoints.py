@@ -8,7 +8,7 @@ ignored, so a Rasa assistant's own file can be given as it is.
 `sasl_mechanism`, `sasl_username`, `sasl_password`, `ssl_cafile`, `ssl_certfile`, `ssl_keyfile`,
 `ssl_check_hostname`, `client_id`) and the worker's own settings (`group_id`, `topics`,
 `create_topics`, `partitions`, `replication_factor`, `max_in_flight`, `commit_interval_ms`,
-`commit_count`, `fetch_max_wait_ms`,
+`commit_count`, `fetch_max_wait_ms`, `fetch_min_bytes`,
 `session_expiration_time`, `shutdown_timeout`, `rebalance_timeout`, `session_timeout`).
 Two defaults differ from Rasa's KafkaEventBroker on purpose: `security_protocol` is PLAINTEXT
 (Rasa: SASL_PLAINTEXT, with no credentials by default) and `ssl_check_hostname` is true (Rasa:
@@ -134,6 +134,8 @@ class KafkaSettings(BaseModel):
     commit_interval_ms: int = Field(default=500, ge=1)
     commit_count: int = Field(default=500, ge=1)
     fetch_max_wait_ms: int = Field(default=100, ge=1)
+    # The broker answers a fetch once this many bytes are there, or after fetch_max_wait_ms.
+    fetch_min_bytes: int = Field(default=1, ge=1)
     session_expiration_time: float = Field(default=0.0, ge=0)
     shutdown_timeout: float = Field(default=10.0, gt=0)
     rebalance_timeout: float = Field(default=10.0, gt=0)

@@ -66,6 +66,7 @@ class KafkaClients:
             # Tansu holds every fetch for the full wait even when records arrive; Kafka answers
             # as soon as there are any. Either way this bounds an idle partition's added latency.
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            fetch_min_bytes=settings.fetch_min_bytes,
         )
         self.restorer = AIOKafkaConsumer(
             **conn,

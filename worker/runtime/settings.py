@@ -28,6 +28,7 @@ class RuntimeSettings:
     commit_interval: float  # seconds between commits ...
     commit_count: int  # ... or sooner, once this many offsets were decided since the last
     fetch_max_wait_ms: int
+    fetch_min_bytes: int
     session_ttl: float  # seconds of idleness that end a session; 0 = never
     shutdown_timeout: float  # SIGTERM to exit, everything included
     rebalance_timeout: float  # what a revoked partition's lanes get to finish
@@ -47,6 +48,7 @@ class RuntimeSettings:
             "commit_interval": kafka.commit_interval,
             "commit_count": kafka.commit_count,
             "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
+            "fetch_min_bytes": kafka.fetch_min_bytes,
             "session_ttl": kafka.session_ttl,
             "shutdown_timeout": kafka.shutdown_timeout,
             "rebalance_timeout": kafka.rebalance_timeout,
