@@ -320,3 +320,42 @@ def greet_id(outgoing: Outgoing) -> str:
     assert outgoing.value is not None
     message_id: str = orjson.loads(outgoing.value)["message_id"]
     return message_id
+
+
+async def test_a_member_thrown_out_while_stopped_publishes_nothing_it_decided(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    """A waits for the NLU server on a message when it is stopped (SIGSTOP) past its session
+    timeout; B takes the partition over and routes the message. When A comes back, the NLU
+    server's answer to A arrives too: A must not publish it (B's partition now)."""
+    answer = asyncio.Event()
+    async with RasaNluStub({"zombie": "transfer_money"}, held_until=answer, hold=1) as nlu:
+        bundle = write_bundle(tmp_path, bootstrap, partitions=2, nlu_url=nlu.url)
+        a = await WorkerProcess.start(bundle, "a")
+        b = await WorkerProcess.start(bundle, "b")
+        try:
+            shares = await wait_for_balanced_group([a, b], 2)
+            [partition] = shares["a"]
+            waiting = user_message("z", "zombie")  # no parse_data: the NLU server is asked
+            waiting.partition = partition
+            async with TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+                await produce(bootstrap, bundle.topics.input, [waiting])
+                async with asyncio.timeout(30):
+                    await nlu.called.wait()  # A asked; its answer is held
+                a.signal(signal.SIGSTOP)
+                await wait_for_balanced_group([b], 2)  # B holds A's partition now ...
+                await inbox.wait_for(1)  # ... and routed the message (its own NLU call)
+                a.signal(signal.SIGCONT)
+                answer.set()  # the answer to A's call, which A must not publish
+                await wait_for_balanced_group([a, b], 2)  # A is back, as a new member
+            codes = await stop_all(a, b)
+        finally:
+            a.signal(signal.SIGCONT)
+            for worker in (a, b):
+                worker.signal(signal.SIGKILL)
+    assert codes == [0, 0]
+    assert len(nlu.calls) == 2  # A's, held across the stop, and B's
+    async with TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+        outputs = Outputs(await inbox.read_to_end())
+    [routed_once] = outputs.by_id[greet_id(waiting)]
+    assert routed_once["routing"]["route"] == "calm"

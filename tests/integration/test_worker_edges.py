@@ -117,18 +117,23 @@ class RasaNluStub:
         intents: dict[str, str | None],
         fail_first: int = 0,
         held_until: asyncio.Event | None = None,
+        hold: int | None = None,
     ) -> None:
         self.intents = intents
         self.calls: list[dict[str, Any]] = []
         self.fail_first = fail_first
-        self.held_until = held_until  # answers wait for it
+        self.held_until = held_until  # answers wait for it ...
+        self.hold = hold  # ... the first `hold` of them (None: all)
+        self.called = asyncio.Event()  # set at each call
         self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def parse(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.calls.append({"body": body, "token": request.query.get("token")})
-        if self.held_until is not None:
+        self.called.set()
+        held = self.hold is None or len(self.calls) <= self.hold
+        if self.held_until is not None and held:
             await self.held_until.wait()
         if self.fail_first > 0:
             self.fail_first -= 1
