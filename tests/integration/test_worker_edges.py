@@ -364,3 +364,38 @@ async def test_an_input_too_large_to_route_whole_is_dead_lettered_cut_to_fit(
         ("huge", "listed_intent"),
     ]
     assert [e.args[1] for e in events.named("dead_lettered")] == [0, 1]
+
+
+async def test_a_partition_at_its_bound_is_paused_alone_and_the_others_flow(bootstrap: str) -> None:
+    """Partition 0's messages all wait for the NLU server (held): at max_in_flight (2) only that
+    partition is paused; partition 1's messages, decided at once, keep being fetched and routed
+    (the poll never stops)."""
+    settings = make_settings(bootstrap, partitions=2, max_in_flight=2)
+    answer = asyncio.Event()
+    async with RasaNluStub({}, held_until=answer) as nlu:
+        router = CoexistenceRouter(CONFIG, TRIGGERS, nlu=NluServer(nlu.url, timeout=60))
+        waiting = [user_message(f"slow{i}", "hello") for i in range(6)]
+        for record in waiting:
+            record.partition = 0
+        async with (
+            running_worker(settings, router),
+            TopicReader(bootstrap, settings.topics.calm, settings.topics.nlu) as inbox,
+        ):
+            await produce(bootstrap, settings.topics.input, waiting)
+            async with asyncio.timeout(30):
+                while len(nlu.calls) < 2:  # the bound: two calls in flight, then p0 waits
+                    nlu.called.clear()
+                    await nlu.called.wait()
+            flowing = [user_message(f"fast{i}", "send money", "transfer_money") for i in range(5)]
+            for record in flowing:
+                record.partition = 1
+            await produce(bootstrap, settings.topics.input, flowing)
+            records = await inbox.wait_for(len(flowing))
+            assert {routed(r)["message"]["sender_id"] for r in records} == {
+                f"fast{i}" for i in range(5)
+            }
+            assert len(nlu.calls) == 2  # never more router calls in flight than the bound
+            answer.set()
+            await inbox.wait_for(len(flowing) + len(waiting))
+        await router.close()
+    assert len(nlu.calls) == len(waiting)
