@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -12,10 +13,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
-from tests.kafka_support import TopicReader
+from tests.kafka_support import TopicReader, unique_topics
 from tests.tcp_proxy import TcpProxy
 from worker.kafka.broker import EmbeddedBroker, free_loopback_port
 from worker.kafka.outbox import Outbox, PartitionStopped
+from worker.kafka.topics import ensure_topics
 
 
 async def new_topic(bootstrap: str, partitions: int) -> str:
@@ -157,3 +159,51 @@ async def test_a_batch_the_broker_never_answers_stops_every_later_record_of_its_
         async with TopicReader(proxy.address, topic) as reader:
             records = await reader.read_to_end()
     assert [r.value for r in records] == [b"0"]
+
+
+class MeasuringProducer(AIOKafkaProducer):  # type: ignore[misc]
+    """A real producer that notes the size of every batch handed to it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.batch_sizes: list[int] = []
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
+        self.batch_sizes.append(batch.size())
+        return await super().send_batch(batch, topic, partition=partition)
+
+
+async def test_batches_stay_within_the_topics_max_message_bytes(bootstrap: str) -> None:
+    """A topic taking batches of at most 16 KiB gets no 256 KiB batch (a broker rejects one
+    whole, with every record in it); what the broker says of the topic is what the worker uses."""
+    topics = unique_topics()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topics.calm, 1, 1, topic_configs={"max.message.bytes": "16384"})]
+        )
+    finally:
+        await admin.close()
+    layout = await ensure_topics(
+        {"bootstrap_servers": bootstrap}, topics, create=True, partitions=1, replication_factor=1
+    )
+    assert layout.max_message_bytes.get(topics.calm) == 16384
+    client = MeasuringProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, max_batch_size=262144
+    )
+    await client.start()
+    outbox = Outbox(client, limits=layout.max_message_bytes)
+    values = [f"{i:05d}".encode() * 100 for i in range(400)]  # 500 bytes each, 200 KB in all
+    try:
+        acks = [outbox.add(topics.calm, value, key=b"k", partition=0) for value in values]
+        with pytest.raises(MessageSizeTooLargeError, match="larger than the 16384 bytes"):
+            outbox.add(topics.calm, b"x" * 16384, key=b"k", partition=0)
+        await asyncio.gather(*acks)
+    finally:
+        await client.stop()
+    assert len(client.batch_sizes) > 10
+    assert max(client.batch_sizes) <= 16384
+    async with TopicReader(bootstrap, topics.calm) as reader:
+        records = await reader.read_to_end()
+    assert [r.value for r in records] == values
