@@ -61,6 +61,22 @@ async def produce(bootstrap: str, topic: str, records: Iterable[Outgoing]) -> No
         await producer.stop()
 
 
+async def produce_many(bootstrap: str, topic: str, records: Iterable[Outgoing]) -> None:
+    """Like `produce`, without a round trip per record (order per partition holds)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5
+    )
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(topic, r.value, key=r.key, partition=r.partition, headers=r.headers)
+            for r in records
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
 class TopicReader:
     """Reads topics from the beginning, without a group, and waits for records to arrive."""
 
