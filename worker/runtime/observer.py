@@ -120,6 +120,7 @@ class PartitionStatus:
     partition: int
     restored: bool
     sessions: int  # sticky sessions held (0 while restoring)
+    replaying: int  # senders with decisions on the changelog for offsets not yet committed
     undecided: int  # messages waiting in the partition's lanes
     fetched: int | None  # the offset after the last record fetched
     committed: int | None  # the last position the coordinator accepted from this member

@@ -289,6 +289,7 @@ class _Connection:
                     partition=part.number,
                     restored=part.owned,
                     sessions=len(part.state.sessions) if part.owned else 0,
+                    replaying=len(part.state.replay) if part.owned else 0,
                     undecided=part.undecided,
                     fetched=offsets.fetched,
                     committed=offsets.committed,
