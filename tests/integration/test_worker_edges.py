@@ -399,3 +399,22 @@ async def test_a_partition_at_its_bound_is_paused_alone_and_the_others_flow(boot
             await inbox.wait_for(len(flowing) + len(waiting))
         await router.close()
     assert len(nlu.calls) == len(waiting)
+
+
+async def test_a_changelog_that_deletes_refuses_to_start(bootstrap: str) -> None:
+    settings = make_settings(bootstrap, partitions=2)
+    admin = AIOKafkaAdminClient(**settings.connection)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(settings.topics.input, 2, 1),
+                NewTopic(
+                    settings.topics.sessions, 2, 1, topic_configs={"cleanup.policy": "delete"}
+                ),
+            ]
+        )
+    finally:
+        await admin.close()
+    with pytest.raises(TopicLayoutError, match=r"cleanup.policy=delete: it must be compact"):
+        await asyncio.wait_for(RoutingWorker(settings, make_router()).run(asyncio.Event()), 30)

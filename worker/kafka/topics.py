@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +81,7 @@ async def ensure_topics(
                 f"input partition p are kept in state partition p"
             )
         configs = await _configs(admin, wanted)
-        _check_changelog(topics.sessions, configs.get(topics.sessions, {}))
+        check_changelog(topics.sessions, configs.get(topics.sessions, {}))
         limits = {
             name: int(values["max.message.bytes"])
             for name, values in configs.items()
@@ -106,19 +106,26 @@ async def _create(
         configs = CHANGELOG_CONFIGS if name == topics.sessions else {}
         new_topics.append(NewTopic(name, count, replication_factor, topic_configs=configs))
     response = await admin.create_topics(new_topics)
-    created = []
-    for entry in response.topic_errors:
-        name, code = entry[0], entry[1]
-        if code == TOPIC_ALREADY_EXISTS:
-            continue
-        if code != 0:
-            message = entry[2] if len(entry) > 2 and entry[2] else for_code(code).description
-            raise TopicLayoutError(
-                f"creating topic {name!r} failed: {for_code(code).__name__}: {message}"
-            )
-        created.append(name)
+    problems = creation_problems(response.topic_errors)
+    if problems:
+        raise TopicLayoutError("; ".join(problems))
+    created = [entry[0] for entry in response.topic_errors if entry[1] == 0]
     if created:
         log.info("created topics %s", ", ".join(created))
+
+
+def creation_problems(topic_errors: Iterable[tuple[Any, ...]]) -> list[str]:
+    """What a CreateTopics answer says went wrong, per topic: (topic, error code[, message]).
+    A topic that already exists is none (another worker of the group was first)."""
+    problems = []
+    for entry in topic_errors:
+        name, code = entry[0], entry[1]
+        if code in (0, TOPIC_ALREADY_EXISTS):
+            continue
+        error = for_code(code)
+        message = entry[2] if len(entry) > 2 and entry[2] else error.description
+        problems.append(f"creating topic {name!r} failed: {error.__name__}: {message}")
+    return problems
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
@@ -164,7 +171,9 @@ async def _configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, di
     return configs
 
 
-def _check_changelog(name: str, configs: Mapping[str, str]) -> None:
+def check_changelog(name: str, configs: Mapping[str, str]) -> None:
+    """Refuse a changelog that deletes (it would lose sessions); warn where the broker does not
+    say, or where compaction may drop an opener too soon."""
     policy = configs.get("cleanup.policy")
     if policy is None:
         log.warning(
