@@ -280,7 +280,7 @@ async def test_a_partition_back_from_a_clean_revocation_keeps_its_replay(
         router = build_router(app, None)
         events = RecordedEvents()
         async with running_worker(settings, router, events):
-            await events.wait_until(lambda: events.named("restored"), "restored", 30)
+            await events.wait_until(lambda: bool(events.named("restored")), "restored", 30)
             # A second member (of another topic) joins: an eager rebalance revokes everything.
             other = AIOKafkaConsumer(
                 f"elsewhere-{uuid.uuid4().hex[:8]}",

@@ -47,7 +47,7 @@ class Dispatcher:
         clock: Callable[[], float],
         on_decided: Callable[[], None],
         alive: Callable[[], bool],
-        on_lost: Callable[[BaseException], None],
+        on_failure: Callable[[BaseException], None],
     ) -> None:
         self._router = router
         self._publisher = publisher
@@ -59,7 +59,7 @@ class Dispatcher:
         # False when the member may have lost its partitions while a lane waited (the process
         # was stopped, or its loop blocked, past the group's session timeout).
         self._alive = alive
-        self._on_lost = on_lost
+        self._on_failure = on_failure
 
     def dispatch(self, part: AssignedPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         """Decide the record now when nothing needs waiting for, else queue it in its lane."""
@@ -105,9 +105,14 @@ class Dispatcher:
             # Abandoned: the offset stays undecided, so it is never committed past.
             raise
         except MembershipLost as exc:
-            self._on_lost(exc)  # undecided: whoever holds the partition now decides it
+            self._on_failure(exc)  # undecided: whoever holds the partition now decides it
         except Exception as exc:  # noqa: BLE001 - a defect must not stop the partition
-            self._dead_letter(item.record, item.pending.acks, exc)
+            try:
+                self._dead_letter(item.record, item.pending.acks, exc)
+            except Exception as failed:  # noqa: BLE001 - nowhere to put it: start over
+                log.exception("cannot dead-letter %s", where(item.record))
+                self._on_failure(failed)
+                return
             self._done(item)
         else:
             self._done(item)

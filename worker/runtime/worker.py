@@ -158,7 +158,7 @@ class _Connection:
             clock=clock,
             on_decided=self._committer.decided,
             alive=self._liveness.alive,
-            on_lost=self.fail,
+            on_failure=self.fail,
         )
         self._assignments = Assignments(
             clients.consumer,
