@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.runtime.observer import RuntimeObserver
+from worker.runtime.observer import ForwardingObserver
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Event:
     kwargs: Mapping[str, Any]
 
 
-class RecordedEvents(RuntimeObserver):
+class RecordedEvents(ForwardingObserver):
     """Every event (per message ones included), in order."""
 
     def __init__(self) -> None:
@@ -25,7 +25,12 @@ class RecordedEvents(RuntimeObserver):
         self.commits: dict[int, int] = {}  # the highest committed position per partition
         self._changed = asyncio.Event()
 
-    def _record(self, name: str, *args: Any, **kwargs: Any) -> None:
+    def event(self, name: str, *args: Any, **kwargs: Any) -> None:
+        if name == "committed":
+            for partition, position in args[0].items():
+                self.commits[partition] = max(self.commits.get(partition, 0), position)
+        # Copies: the worker may reuse what it passes.
+        args = tuple(dict(a) if isinstance(a, Mapping) else a for a in args)
         self.events.append(Event(name, args, kwargs))
         self._changed.set()
 
@@ -50,44 +55,3 @@ class RecordedEvents(RuntimeObserver):
             f"committed to {dict(ends)}",
             timeout,
         )
-
-    def connected(self) -> None:
-        self._record("connected")
-
-    def disconnected(self, error: BaseException | None) -> None:
-        self._record("disconnected", error)
-
-    def assigned(self, partitions: tuple[int, ...]) -> None:
-        self._record("assigned", partitions)
-
-    def restore_progress(self, partitions: tuple[int, ...], records: int) -> None:
-        self._record("restore_progress", partitions, records)
-
-    def restored(
-        self, partition: int, *, sessions: int, replaying: int, records: int, kept: bool
-    ) -> None:
-        self._record(
-            "restored",
-            partition,
-            sessions=sessions,
-            replaying=replaying,
-            records=records,
-            kept=kept,
-        )
-
-    def revoked(self, partitions: tuple[int, ...], *, fenced: bool) -> None:
-        self._record("revoked", partitions, fenced=fenced)
-
-    def decided(self, partition: int, offset: int, routing: Mapping[str, Any]) -> None:
-        self._record("decided", partition, offset, dict(routing))
-
-    def dead_lettered(self, partition: int, offset: int, error_type: str) -> None:
-        self._record("dead_lettered", partition, offset, error_type)
-
-    def committed(self, positions: Mapping[int, int]) -> None:
-        for partition, position in positions.items():
-            self.commits[partition] = max(self.commits.get(partition, 0), position)
-        self._record("committed", dict(positions))
-
-    def expired(self, partition: int, sessions: int) -> None:
-        self._record("expired", partition, sessions)

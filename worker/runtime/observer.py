@@ -62,35 +62,28 @@ class RuntimeObserver:
         """`sessions` idle sessions of the partition ended (their tombstones are queued)."""
 
 
-class Observers(RuntimeObserver):
-    """Several observers as one; an observer that raises is logged, not the worker's problem."""
+class ForwardingObserver(RuntimeObserver):
+    """Every event as one call, `event(name, *args, **kwargs)`: for fan-out and recording."""
 
-    def __init__(self, *observers: RuntimeObserver) -> None:
-        self._observers = observers
-
-    def _each(self, event: str, *args: Any, **kwargs: Any) -> None:
-        for observer in self._observers:
-            try:
-                getattr(observer, event)(*args, **kwargs)
-            except Exception:  # noqa: BLE001 - metrics must never stop routing
-                log.exception("observer %s failed on %s", type(observer).__name__, event)
+    def event(self, name: str, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError
 
     def connected(self) -> None:
-        self._each("connected")
+        self.event("connected")
 
     def disconnected(self, error: BaseException | None) -> None:
-        self._each("disconnected", error)
+        self.event("disconnected", error)
 
     def assigned(self, partitions: tuple[int, ...]) -> None:
-        self._each("assigned", partitions)
+        self.event("assigned", partitions)
 
     def restore_progress(self, partitions: tuple[int, ...], records: int) -> None:
-        self._each("restore_progress", partitions, records)
+        self.event("restore_progress", partitions, records)
 
     def restored(
         self, partition: int, *, sessions: int, replaying: int, records: int, kept: bool
     ) -> None:
-        self._each(
+        self.event(
             "restored",
             partition,
             sessions=sessions,
@@ -100,19 +93,33 @@ class Observers(RuntimeObserver):
         )
 
     def revoked(self, partitions: tuple[int, ...], *, fenced: bool) -> None:
-        self._each("revoked", partitions, fenced=fenced)
+        self.event("revoked", partitions, fenced=fenced)
 
     def decided(self, partition: int, offset: int, routing: Mapping[str, Any]) -> None:
-        self._each("decided", partition, offset, routing)
+        self.event("decided", partition, offset, routing)
 
     def dead_lettered(self, partition: int, offset: int, error_type: str) -> None:
-        self._each("dead_lettered", partition, offset, error_type)
+        self.event("dead_lettered", partition, offset, error_type)
 
     def committed(self, positions: Mapping[int, int]) -> None:
-        self._each("committed", positions)
+        self.event("committed", positions)
 
     def expired(self, partition: int, sessions: int) -> None:
-        self._each("expired", partition, sessions)
+        self.event("expired", partition, sessions)
+
+
+class Observers(ForwardingObserver):
+    """Several observers as one; an observer that raises is logged, not the worker's problem."""
+
+    def __init__(self, *observers: RuntimeObserver) -> None:
+        self._observers = observers
+
+    def event(self, name: str, *args: Any, **kwargs: Any) -> None:
+        for observer in self._observers:
+            try:
+                getattr(observer, name)(*args, **kwargs)
+            except Exception:  # noqa: BLE001 - metrics must never stop routing
+                log.exception("observer %s failed on %s", type(observer).__name__, name)
 
 
 @dataclass(frozen=True, slots=True)
