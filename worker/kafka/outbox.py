@@ -91,6 +91,7 @@ class Outbox:
         self._stopped: dict[tuple[str, int], Ack] = {}
         self._failure: BaseException | None = None
         self._failed = asyncio.Event()
+        self._closed: Ack | None = None  # once closed: the answer to every later add
 
     async def learn(self, topics: list[str]) -> None:
         """Learn the partition counts of the topics whose records are placed by key."""
@@ -143,7 +144,7 @@ class Outbox:
                 raise KeyError(f"the outbox has not learnt the partitions of {topic!r}")
             partition = self._partitioner(key, partitions, partitions)
         where = (topic, partition)
-        stopped = self._stopped.get(where)
+        stopped = self._stopped.get(where) or self._closed
         if stopped is not None:
             return stopped
         record_size = size - BATCH_OVERHEAD
@@ -228,9 +229,7 @@ class Outbox:
             f"not sent: an earlier batch of {topic}[{partition}] was not acknowledged "
             f"({type(error).__name__}: {error})"
         )
-        stopped: Ack = asyncio.get_running_loop().create_future()
-        stopped.set_exception(later)
-        self._stopped[where] = stopped
+        self._stopped[where] = _failed(later)
         for batch in self._full.pop(where, ()):
             batch.fail(later)
         open_batch = self._open.pop(where, None)
@@ -249,6 +248,7 @@ class Outbox:
     async def close(self) -> None:
         """Stop handing over; records not handed over yet fail (their input is redelivered).
         A batch the producer holds is its to send or fail: stop the producer after this."""
+        self._closed = _failed(_closed())
         tasks = list(self._handing_over.values())
         for task in tasks:
             task.cancel()
@@ -261,6 +261,14 @@ class Outbox:
         self._full.clear()
         self._open.clear()
         self._room.set()
+
+
+def _failed(error: BaseException) -> Ack:
+    """An ack that failed already, shared by many records (its error counts as seen)."""
+    ack: Ack = asyncio.get_running_loop().create_future()
+    ack.set_exception(error)
+    ack.exception()
+    return ack
 
 
 def _closed() -> KafkaError:

@@ -227,6 +227,9 @@ class Assignments:
             )
             await part.lanes.abandon()
         settled = await self._settle(taken, budget.writes)
+        if all(p.phase is Phase.GONE for p in parts):
+            return  # fenced meanwhile (the connection failed): nothing more of them is done
+        taken = [p for p in taken if p.phase is Phase.RELEASING]
         committed = await self._commit(taken, budget.commit) if settled else Commit.NOT_DONE
         if committed is not Commit.ACCEPTED:
             log.warning(
@@ -237,19 +240,16 @@ class Assignments:
             self._drop(part)
             # Only when all of it is committed: a redelivery would otherwise meet sessions
             # (and replay histories) that already know of it.
-            clean = part.number in finished and committed is Commit.ACCEPTED
+            clean = part in taken and part.number in finished and committed is Commit.ACCEPTED
             if park and clean and part.all_committed():
                 self._parked[part.number] = part.state
         log.info("released input partitions %s", _numbers(parts))
         self._observer.revoked(tuple(p.number for p in parts), fenced=False)
         self._restore_pending()
 
-    async def fence(self, numbers: list[int], why: str) -> None:
-        """The member may not hold these partitions any more: stop their work at once."""
-        async with self._releasing:
-            await self._fence(numbers, why)
-
     async def _fence(self, numbers: list[int], why: str) -> None:
+        """The member may not hold these partitions any more: stop their work at once (also
+        while a release of them waits: it finds them gone and commits nothing)."""
         self.in_group = False
         self._ready.clear()
         parts = [self._partitions[n] for n in numbers if n in self._partitions]
@@ -311,7 +311,7 @@ class Assignments:
         if budget is not None:
             await self.release(numbers, budget, park=False)
         else:
-            await self.fence(numbers, "the connection is being closed")
+            await self._fence(numbers, "the connection is being closed")
         self._parked.clear()
         self.in_group = False
 

@@ -258,7 +258,7 @@ class _Connection:
                     timeout,
                 )
         else:
-            await self._assignments.close(None)
+            await self._assignments.close(None)  # no waiting: lanes cancelled, nothing committed
         self._close_timeout = max(0.5, deadline - loop.time())
 
     async def _commits(self) -> None:
@@ -281,9 +281,10 @@ class _Connection:
 
     def status(self) -> WorkerStatus:
         consumer, topic = self._clients.consumer, self._settings.topics.input
+        assigned = consumer.assignment()
         partitions = []
         for part in self._assignments:
-            offsets = part.offsets
+            offsets, tp = part.offsets, TopicPartition(topic, part.number)
             partitions.append(
                 PartitionStatus(
                     partition=part.number,
@@ -293,7 +294,7 @@ class _Connection:
                     undecided=part.undecided,
                     fetched=offsets.fetched,
                     committed=offsets.committed,
-                    highwater=consumer.highwater(TopicPartition(topic, part.number)),
+                    highwater=consumer.highwater(tp) if tp in assigned else None,
                 )
             )
         return WorkerStatus(
