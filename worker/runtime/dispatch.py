@@ -60,6 +60,9 @@ class Dispatcher:
         # was stopped, or its loop blocked, past the group's session timeout).
         self._alive = alive
         self._on_failure = on_failure
+        # Per message: not even a call when nobody listens.
+        listening = type(observer).decided is not RuntimeObserver.decided
+        self._decided = observer.decided if listening else None
 
     def dispatch(self, part: AssignedPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         """Decide the record now when nothing needs waiting for, else queue it in its lane."""
@@ -85,9 +88,10 @@ class Dispatcher:
                 decision = self._router.decide_now(session, message)
                 if decision is not None:
                     self._apply(part, item, message, session, decision)
-                    self._done(item)
+                    pending.decided = True
+                    self._on_decided()
                     return
-            except Exception as exc:  # noqa: BLE001 - see _handle
+            except Exception as exc:  # noqa: BLE001 - see handle
                 self._dead_letter(record, pending.acks, exc)
                 self._done(item)
                 return
@@ -163,7 +167,8 @@ class Dispatcher:
                 routing = block_of(stored)
             self._still_held(part)
             item.pending.acks.append(self._publisher.routed(record, sender, routing))
-            self._observer.decided(part.number, record.offset, routing)
+            if self._decided is not None:
+                self._decided(part.number, record.offset, routing)
             return
         session = part.state.sessions.get(sender)
         decision = await self._decide(session, message)
@@ -212,7 +217,8 @@ class Dispatcher:
                 sessions.pop(sender)
         else:
             sessions.put(sender, after)
-        self._observer.decided(part.number, record.offset, routing)
+        if self._decided is not None:
+            self._decided(part.number, record.offset, routing)
 
 
 def decode(record: ConsumerRecord[bytes, bytes]) -> UserMessage | SessionReset:
