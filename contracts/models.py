@@ -21,6 +21,17 @@ from pydantic import (
     field_validator,
 )
 
+# SPEC §1: the topics' default names (by role), and the consumer group's default id. The worker's
+# configuration and the AsyncAPI document both take them from here.
+DEFAULT_TOPICS = {
+    "input": "user-messages",
+    "calm": "calm-inbox",
+    "nlu": "nlu-inbox",
+    "sessions": "routing-sessions",
+    "dlq": "routing-dlq",
+}
+DEFAULT_GROUP_ID = "coexistence-router"
+
 
 class Route(StrEnum):
     CALM = "calm"

@@ -47,6 +47,7 @@ from pydantic import (
     model_validator,
 )
 
+from contracts.models import DEFAULT_GROUP_ID, DEFAULT_TOPICS
 from worker.config.env import (
     ROUTER_EXPANDABLE_KEYS,
     expand_keys,
@@ -84,11 +85,11 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 class Topics(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input: str = "user-messages"
-    calm: str = "calm-inbox"
-    nlu: str = "nlu-inbox"
-    sessions: str = "routing-sessions"
-    dlq: str = "routing-dlq"
+    input: str = DEFAULT_TOPICS["input"]
+    calm: str = DEFAULT_TOPICS["calm"]
+    nlu: str = DEFAULT_TOPICS["nlu"]
+    sessions: str = DEFAULT_TOPICS["sessions"]
+    dlq: str = DEFAULT_TOPICS["dlq"]
 
     @field_validator("*")
     @classmethod
@@ -125,7 +126,7 @@ class KafkaSettings(BaseModel):
     ssl_check_hostname: bool = True
     client_id: str | None = None
 
-    group_id: str = Field(default="coexistence-router", min_length=1)
+    group_id: str = Field(default=DEFAULT_GROUP_ID, min_length=1)
     topics: Topics = Field(default_factory=Topics)
     create_topics: bool = True
     partitions: int = Field(default=6, ge=1)
