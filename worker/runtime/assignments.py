@@ -124,6 +124,7 @@ class Assignments:
 
     async def _restore(self, parts: list[AssignedPartition]) -> None:
         kept = {p.number: self._parked.pop(p.number) for p in parts if p.number in self._parked}
+        started = time.monotonic()
         if kept:
             unchanged = await unchanged_since(
                 self._restorer,
@@ -135,7 +136,7 @@ class Assignments:
                 state = kept.get(part.number)
                 if state is not None and part.number in unchanged:
                     # Nobody wrote to its changelog since this member did: all of it is current.
-                    self._restored(part, state, kept=True)
+                    self._restored(part, state, time.monotonic() - started, kept=True)
         fresh = [p for p in parts if p.phase is Phase.RESTORING]
         if not fresh:
             return
@@ -150,10 +151,10 @@ class Assignments:
             metadata_timeout=self._metadata_timeout,
             progress=lambda records: self._observer.restore_progress(numbers, records),
         )
-        log.debug("restore of %s took %.2fs", numbers, time.monotonic() - started)
+        seconds = time.monotonic() - started
         for part in fresh:
             if part.phase is Phase.RESTORING:
-                self._restored(part, restored[part.number], kept=False)
+                self._restored(part, restored[part.number], seconds, kept=False)
 
     async def _floor(self, number: int) -> int:
         """The first input offset that can still be delivered to this partition's owner: its
@@ -168,7 +169,9 @@ class Assignments:
         )
         return int(beginning.get(tp, 0))
 
-    def _restored(self, part: AssignedPartition, state: RestoredPartition, *, kept: bool) -> None:
+    def _restored(
+        self, part: AssignedPartition, state: RestoredPartition, seconds: float, *, kept: bool
+    ) -> None:
         part.restored_as(state)
         with contextlib.suppress(KafkaError):  # IllegalStateError: revoked meanwhile
             self._consumer.resume(self.tp(part.number))
@@ -177,6 +180,7 @@ class Assignments:
             sessions=len(state.sessions),
             replaying=len(state.replay),
             records=0 if kept else state.records,
+            seconds=seconds,
             kept=kept,
         )
         self._update_ready()

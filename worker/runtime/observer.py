@@ -37,11 +37,20 @@ class RuntimeObserver:
         """A restore of these partitions has read `records` changelog records so far."""
 
     def restored(
-        self, partition: int, *, sessions: int, replaying: int, records: int, kept: bool
+        self,
+        partition: int,
+        *,
+        sessions: int,
+        replaying: int,
+        records: int,
+        seconds: float,
+        kept: bool,
     ) -> None:
-        """The partition's sessions are in memory: read from `records` changelog records, or
-        `kept` from before a rebalance that gave it straight back (then `records` is 0).
-        `replaying` senders have decisions on the changelog for offsets not yet committed."""
+        """The partition's sessions are in memory: read from `records` changelog records in
+        `seconds` (partitions restored together share the time), or `kept` from before a
+        rebalance that gave it straight back (then `records` is 0 and `seconds` the check that
+        its changelog did not move). `replaying` senders have decisions on the changelog for
+        offsets not yet committed."""
 
     def revoked(self, partitions: tuple[int, ...], *, fenced: bool) -> None:
         """The partitions are gone. `fenced`: the member had lost them before it could finish
@@ -81,7 +90,14 @@ class ForwardingObserver(RuntimeObserver):
         self.event("restore_progress", partitions, records)
 
     def restored(
-        self, partition: int, *, sessions: int, replaying: int, records: int, kept: bool
+        self,
+        partition: int,
+        *,
+        sessions: int,
+        replaying: int,
+        records: int,
+        seconds: float,
+        kept: bool,
     ) -> None:
         self.event(
             "restored",
@@ -89,6 +105,7 @@ class ForwardingObserver(RuntimeObserver):
             sessions=sessions,
             replaying=replaying,
             records=records,
+            seconds=seconds,
             kept=kept,
         )
 
