@@ -34,15 +34,9 @@ CONTRACT_VERSION = "1.0.0"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID_BASE = "urn:coexistence-router:contracts:"
 KAFKA_BINDING_VERSION = "0.5.0"
-DEFAULT_GROUP_ID = "coexistence-router"
+DEFAULT_GROUP_ID = models.DEFAULT_GROUP_ID
 
-TOPICS = {
-    "input": "user-messages",
-    "calm": "calm-inbox",
-    "nlu": "nlu-inbox",
-    "sessions": "routing-sessions",
-    "dlq": "routing-dlq",
-}
+TOPICS = models.DEFAULT_TOPICS
 
 # The samples of SPEC §2, shown as examples in both the JSON Schemas and the AsyncAPI document.
 EXAMPLE_USER_MESSAGE: dict[str, Any] = {

@@ -21,6 +21,17 @@ from pydantic import (
     field_validator,
 )
 
+# SPEC §1: the topics' default names (by role), and the consumer group's default id. The worker's
+# configuration and the AsyncAPI document both take them from here.
+DEFAULT_TOPICS = {
+    "input": "user-messages",
+    "calm": "calm-inbox",
+    "nlu": "nlu-inbox",
+    "sessions": "routing-sessions",
+    "dlq": "routing-dlq",
+}
+DEFAULT_GROUP_ID = "coexistence-router"
+
 
 class Route(StrEnum):
     CALM = "calm"
@@ -255,6 +266,10 @@ DLQ_HEADERS = (
     "x-source-partition",
     "x-source-offset",
 )
+# On a `routing-dlq` record whose value had to be cut to fit the topic: the original value's
+# size in bytes (decimal). `x-truncated-key` likewise, in the rare case the key had to be cut.
+TRUNCATED_HEADER = "x-truncated"
+TRUNCATED_KEY_HEADER = "x-truncated-key"
 
 
 class DeadLetter(BaseModel):

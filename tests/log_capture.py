@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-_POSITION = re.compile(r"(\S+)\[(\d+)\]=(\d+)")
-
-
-def committed_positions(message: str, topic: str) -> dict[int, int]:
-    """The positions of `topic` in one of the worker's "committed topic[p]=offset, ..." log
-    messages (nothing for any other message)."""
-    if not message.startswith("committed "):
-        return {}
-    return {int(p): int(o) for name, p, o in _POSITION.findall(message) if name == topic}
 
 
 class CapturedLog(logging.Handler):

@@ -9,6 +9,11 @@ Refusing: while down the proxy keeps its port bound (so nothing else takes it me
 resets each connection the moment it is accepted (SO_LINGER 0: an RST, not a FIN), so the
 client's first read or write fails. Each such attempt is counted in `refused`, which is how a
 test learns, without sleeping, that a client noticed the outage and is trying to reconnect.
+
+Holding: `hold()` stalls the connections open at that moment, both ways — bytes sent on them
+are kept by the proxy, as by a network that stopped delivering — while connections opened
+afterwards flow normally. When a held connection ends, what it held is dropped: a request sent
+on it is lost, never delivered late. `wait_held()` returns once a held connection got bytes.
 """
 
 from __future__ import annotations
@@ -38,10 +43,30 @@ def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
 
 
-async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+class _Link:
+    """One proxied connection; `held` stops its bytes (they are counted, never delivered)."""
+
+    def __init__(self, on_held_bytes: asyncio.Event) -> None:
+        self.held = False
+        self.held_bytes = 0
+        self._on_held_bytes = on_held_bytes
+
+    def hold(self, data: bytes) -> bool:
+        """Whether `data` is held back instead of delivered."""
+        if self.held:
+            self.held_bytes += len(data)
+            self._on_held_bytes.set()
+        return self.held
+
+
+async def pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link | None = None
+) -> None:
     """Copy until end of stream or a connection error; ends when either side closes."""
     try:
         while data := await reader.read(CHUNK):
+            if link is not None and link.hold(data):
+                continue
             writer.write(data)
             await writer.drain()
     except ConnectionError:
@@ -58,8 +83,9 @@ class TcpProxy:
         self.refused_at: float | None = None  # loop time of the last refused attempt
         self._up = False
         self._server: asyncio.Server | None = None
-        self._links: set[asyncio.Task[None]] = set()
+        self._links: dict[asyncio.Task[None], _Link] = {}
         self._refusal = asyncio.Event()
+        self._held_bytes = asyncio.Event()
 
     @property
     def address(self) -> str:
@@ -86,6 +112,17 @@ class TcpProxy:
 
     def up(self) -> None:
         self._up = True
+
+    def hold(self) -> None:
+        """Stall every connection open now; new ones flow."""
+        self._held_bytes.clear()
+        for link in self._links.values():
+            link.held = True
+
+    async def wait_held(self, timeout: float) -> None:
+        """Until a held connection was sent bytes (that it keeps)."""
+        async with asyncio.timeout(timeout):
+            await self._held_bytes.wait()
 
     async def close(self) -> None:
         await self.down()
@@ -115,9 +152,10 @@ class TcpProxy:
             self._refusal.set()
             _reset(client_writer)
             return
-        link = asyncio.current_task()
-        assert link is not None
-        self._links.add(link)
+        task = asyncio.current_task()
+        assert task is not None
+        link = _Link(self._held_bytes)
+        self._links[task] = link
         upstream_writer: asyncio.StreamWriter | None = None
         close = _reset  # unless one side ends its stream: then the other is closed in turn
         try:
@@ -126,8 +164,8 @@ class TcpProxy:
             )
             self.accepted += 1
             pumps = [
-                asyncio.create_task(pump(client_reader, upstream_writer)),
-                asyncio.create_task(pump(upstream_reader, client_writer)),
+                asyncio.create_task(pump(client_reader, upstream_writer, link)),
+                asyncio.create_task(pump(upstream_reader, client_writer, link)),
             ]
             try:
                 await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
@@ -141,7 +179,7 @@ class TcpProxy:
         except asyncio.CancelledError:
             pass  # down(): the end of the task is the reset below
         finally:
-            self._links.discard(link)
+            del self._links[task]
             close(client_writer)
             if upstream_writer is not None:
                 close(upstream_writer)

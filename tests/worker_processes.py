@@ -91,9 +91,11 @@ def write_bundle(
     *,
     router: Literal["intent", "llm"] = "intent",
     llm_url: str | None = None,
+    nlu_url: str | None = None,
     **kafka: Any,
 ) -> Bundle:
-    """Files for one test: unique topics and group; `kafka` overrides endpoints.yml settings."""
+    """Files for one test: unique topics and group; `kafka` overrides endpoints.yml settings;
+    `nlu_url`: Rasa's NLU server, asked for messages without parse_data."""
     directory.mkdir(parents=True, exist_ok=True)
     topics = unique_topics()
     group_id = f"group-{uuid.uuid4().hex[:8]}"
@@ -109,6 +111,8 @@ def write_bundle(
     }
     section.update(kafka)
     endpoints: dict[str, Any] = {"kafka": section}
+    if nlu_url is not None:
+        endpoints["nlu"] = {"url": nlu_url, "retries": 0, "timeout": 60}
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
     env.update(PYTHONUNBUFFERED="1", KAFKA_BOOTSTRAP_SERVERS=bootstrap, NO_PROXY="127.0.0.1")
     if router == "llm":

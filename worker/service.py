@@ -23,29 +23,15 @@ from worker.rasa.releases import RasaVersion
 from worker.routing.router_config import IntentBasedRouterConfig
 from worker.runtime.coexistence_router import CoexistenceRouter
 from worker.runtime.nlu_client import NluServer
-from worker.runtime.worker import RoutingWorker, RuntimeSettings
+from worker.runtime.settings import RuntimeSettings
+from worker.runtime.worker import RoutingWorker
 
 log = logging.getLogger(__name__)
 
 
 def runtime_settings(app: AppConfig) -> RuntimeSettings:
     kafka = app.endpoints.kafka
-    return RuntimeSettings(
-        connection=kafka.connection_kwargs(),
-        topics=kafka.topics,
-        group_id=kafka.group_id,
-        create_topics=kafka.create_topics,
-        partitions=kafka.partitions,
-        replication_factor=kafka.replication_factor,
-        max_in_flight=kafka.max_in_flight,
-        commit_interval=kafka.commit_interval,
-        commit_count=kafka.commit_count,
-        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-        session_ttl=app.session_ttl,
-        shutdown_timeout=kafka.shutdown_timeout,
-        rebalance_timeout=kafka.rebalance_timeout,
-        session_timeout=kafka.session_timeout,
-    )
+    return RuntimeSettings.from_kafka(kafka, session_ttl=app.session_ttl)
 
 
 def router_groups(app: AppConfig) -> dict[str, ModelGroup]:

@@ -74,18 +74,18 @@ def make_router() -> Any:
 
 
 def make_settings(bootstrap: str, topics: Any, partitions: int, **extra: Any) -> Any:
-    from worker.runtime.worker import RuntimeSettings
+    from worker.config.endpoints import KafkaSettings
+    from worker.runtime.settings import RuntimeSettings
 
-    values: dict[str, Any] = {
-        "connection": {"bootstrap_servers": bootstrap},
-        "topics": topics,
-        "group_id": f"bench-intent-{tag()}",
-        "partitions": partitions,
-        "commit_interval": COMMIT_INTERVAL,
-        "session_timeout": SESSION_TIMEOUT,
-    }
-    values.update(extra)
-    return RuntimeSettings(**values)
+    kafka = KafkaSettings(
+        url=[bootstrap],
+        topics=topics,
+        group_id=f"bench-intent-{tag()}",
+        partitions=partitions,
+        commit_interval_ms=int(COMMIT_INTERVAL * 1000),
+        session_timeout=SESSION_TIMEOUT,
+    )
+    return RuntimeSettings.from_kafka(kafka, **extra)
 
 
 # ---- the baseline: a raw aiokafka passthrough -------------------------------------------------

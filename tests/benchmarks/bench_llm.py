@@ -303,13 +303,13 @@ async def run_worker(
     partitions: int,
     profile: str | None,
 ) -> dict[str, Any]:
-    from worker.config.endpoints import Topics
+    from worker.config.endpoints import KafkaSettings, Topics
     from worker.kafka.topics import ensure_topics
     from worker.llm.gateway import GatewayRegistry
     from worker.routing.router_config import LLMBasedRouterConfig
     from worker.routing.rules import Assistant
     from worker.runtime.coexistence_router import CoexistenceRouter
-    from worker.runtime.worker import RuntimeSettings
+    from worker.runtime.settings import RuntimeSettings
 
     run = uuid.uuid4().hex[:8]
     topics = Topics(
@@ -327,15 +327,16 @@ async def run_worker(
     config = LLMBasedRouterConfig.model_validate({"calm_entry": {"sticky": CALM_DESCRIPTION}})
     gateways = GatewayRegistry({GROUP_ID: model_group(url)})
     router = CoexistenceRouter(Assistant(config), gateways=gateways, model_group=GROUP_ID)
-    settings = RuntimeSettings(
-        connection=connection,
+    kafka = KafkaSettings(
+        url=[bootstrap],
         topics=topics,
         group_id=f"bench-llm-{run}",
         partitions=partitions,
         max_in_flight=in_flight,
-        commit_interval=0.2,
+        commit_interval_ms=200,
         session_timeout=1.0,
     )
+    settings = RuntimeSettings.from_kafka(kafka)
     try:
         t0, t1, cpu = await timed_worker_run(settings, router, ends, timeout=600, profile=profile)
     finally:

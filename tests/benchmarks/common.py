@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import platform
 import random
@@ -24,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from tests.log_capture import committed_positions
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULT_PREFIX = "BENCH-RESULT "
@@ -228,7 +225,8 @@ async def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -
 
 
 class CommitProgress:
-    """The positions a committer in this process reports, and the moment they reach the ends.
+    """The positions a committer in this process reports (the worker's observer seam, the
+    passthrough's commit loop), and the moment they reach the ends.
 
     A run is timed by this, not by asking the broker over and over: polling the group's offsets
     every 20 ms cost the measured process about 3 % of its CPU. CommitWatch then checks once
@@ -252,19 +250,6 @@ class CommitProgress:
         """time.perf_counter() when every partition's commit reached its end."""
         await asyncio.wait_for(self._reached.wait(), timeout)
         return self._at
-
-
-class _LoggedCommits(logging.Handler):
-    """Feeds a CommitProgress from the worker's own "committed topic[p]=offset, ..." lines."""
-
-    def __init__(self, topic: str, progress: CommitProgress) -> None:
-        super().__init__(logging.DEBUG)
-        self._topic = topic
-        self._progress = progress
-
-    def emit(self, record: logging.LogRecord) -> None:
-        for partition, position in committed_positions(record.getMessage(), self._topic).items():
-            self._progress.committed(partition, position)
 
 
 class CommitWatch:
@@ -408,9 +393,17 @@ async def timed_worker_run(
 ) -> tuple[float, float, float]:
     """Run a RoutingWorker over pre-produced input: (t0 = partitions assigned and restored,
     t1 = every input offset committed, worker CPU seconds in between)."""
+    from worker.runtime.observer import RuntimeObserver
     from worker.runtime.worker import RoutingWorker
 
-    worker = RoutingWorker(settings, router)
+    progress = CommitProgress(ends)
+
+    class Commits(RuntimeObserver):
+        def committed(self, positions: Any) -> None:
+            for partition, position in positions.items():
+                progress.committed(partition, position)
+
+    worker = RoutingWorker(settings, router, observer=Commits())
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop), name="bench-worker")
     ready = asyncio.create_task(worker.ready.wait())
@@ -421,11 +414,6 @@ async def timed_worker_run(
     if ready not in done:
         stop.set()
         raise RuntimeError("worker got no partitions within 60 s")
-    progress = CommitProgress(ends)
-    logger = logging.getLogger("worker.runtime.worker")
-    handler, level = _LoggedCommits(settings.topics.input, progress), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
     t0, cpu0 = time.perf_counter(), rusage_cpu()
     profiler = start_profiler(profile)
     try:
@@ -433,8 +421,6 @@ async def timed_worker_run(
         cpu1 = rusage_cpu()
     finally:
         stop_profiler(profiler, profile)
-        logger.removeHandler(handler)
-        logger.setLevel(level)
     try:
         watch = CommitWatch(
             settings.connection["bootstrap_servers"], settings.group_id, settings.topics.input, ends

@@ -10,6 +10,7 @@ Hence its own broker, even when KAFKA_BOOTSTRAP_SERVERS names a cluster.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,10 +23,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from tests.integration.test_intent_routing import make_router, make_settings
 from tests.kafka_support import Outgoing, TopicReader, produce, routed, user_message
-from tests.log_capture import CapturedLog, captured, committed_positions
+from tests.log_capture import CapturedLog, captured
+from tests.runtime_events import RecordedEvents
 from tests.tcp_proxy import TcpProxy
+from tests.worker_processes import Outputs, WorkerProcess, wait_for_balanced_group, write_bundle
 from worker.kafka.broker import EmbeddedBroker, free_loopback_port
-from worker.runtime.worker import RoutingWorker, RuntimeSettings
+from worker.runtime.settings import RuntimeSettings
+from worker.runtime.worker import RoutingWorker
 
 CALM_SENDERS = [f"calm-{i}" for i in range(5)]  # open a CALM session in batch A
 NLU_SENDERS = [f"nlu-{i}" for i in range(5)]  # open an NLU session in batch A
@@ -33,20 +37,18 @@ NEW_CALM_SENDERS = [f"new-calm-{i}" for i in range(3)]  # first seen in batch B
 NEW_NLU_SENDERS = [f"new-nlu-{i}" for i in range(3)]
 
 
-def logged_commits(log: CapturedLog, topic: str) -> dict[int, int]:
-    """The highest offset committed per partition of `topic`, by the worker's account."""
-    offsets: dict[int, int] = {}
-    for message in log.messages("committed "):
-        for partition, offset in committed_positions(message, topic).items():
-            offsets[partition] = max(offsets.get(partition, 0), offset)
-    return offsets
-
-
 class Watched:
-    """A running worker, its log, and bounded steps that end early if the worker stops."""
+    """A running worker, its events and log, and bounded steps that end early if the worker
+    stops."""
 
-    def __init__(self, worker: RoutingWorker, task: asyncio.Task[None], log: CapturedLog) -> None:
-        self.worker, self.task, self.log = worker, task, log
+    def __init__(
+        self,
+        worker: RoutingWorker,
+        task: asyncio.Task[None],
+        events: RecordedEvents,
+        log: CapturedLog,
+    ) -> None:
+        self.worker, self.task, self.events, self.log = worker, task, events, log
 
     @asynccontextmanager
     async def step(self, what: str, seconds: float) -> AsyncIterator[None]:
@@ -77,12 +79,14 @@ class Watched:
 
 @asynccontextmanager
 async def watched_worker(settings: RuntimeSettings) -> AsyncIterator[Watched]:
-    """Like tests.kafka_support.running_worker, with the worker's task and log at hand."""
-    with captured("worker.runtime.worker") as log:
-        worker, stop = RoutingWorker(settings, make_router()), asyncio.Event()
+    """Like tests.kafka_support.running_worker, with the worker's task, events and log (for
+    the failure messages) at hand."""
+    with captured("worker.runtime") as log:
+        events = RecordedEvents()
+        worker, stop = RoutingWorker(settings, make_router(), observer=events), asyncio.Event()
         task = asyncio.create_task(worker.run(stop), name="worker")
         try:
-            yield Watched(worker, task, log)
+            yield Watched(worker, task, events, log)
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)  # a clean stop; what the worker crashed with, else
@@ -216,10 +220,50 @@ async def test_worker_recovers_from_a_broker_outage_mid_run(tmp_path: Path, outa
             ends: dict[int, int] = {}
             for record in inputs:
                 ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
-            await log.wait_until(
-                lambda: all(
-                    logged_commits(log, topics.input).get(p, 0) >= e for p, e in ends.items()
-                )
-            )
+            await watched.events.committed_to(ends)
             committed = await committed_offsets(bootstrap, settings)
         assert all((committed[p] or 0) >= end for p, end in ends.items()), (committed, ends)
+
+
+async def test_sigterm_while_the_broker_is_away_exits_without_committing(tmp_path: Path) -> None:
+    """The drain's commit cannot be answered: the worker still exits within its shutdown
+    timeout, and a successor routes everything again (nothing was committed)."""
+    proxy_port = free_loopback_port()
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log", advertised_port=proxy_port)
+    async with broker, TcpProxy(broker.port, port=proxy_port) as proxy:
+        bundle = write_bundle(
+            tmp_path / "files",
+            proxy.address,
+            # No commit before the drain: the drain has everything to commit.
+            commit_interval_ms=600_000,
+            commit_count=1_000_000,
+            shutdown_timeout=2,
+        )
+        messages = [user_message(f"s{i}", "send money", "transfer_money") for i in range(3)]
+        worker = await WorkerProcess.start(bundle, "w1")
+        workers = [worker]
+        try:
+            await wait_for_balanced_group([worker], 6)
+            await produce(proxy.address, bundle.topics.input, messages)
+            async with TopicReader(proxy.address, bundle.topics.calm) as inbox:
+                await inbox.wait_for(len(messages))
+            await proxy.down()
+            await proxy.wait_for_refusal(timeout=30)
+            worker.signal(signal.SIGTERM)
+            # Bounded by shutdown_timeout (2 s); the generous wait only tells "exits" from "hangs".
+            assert await worker.wait(timeout=30) == 0
+            assert "not committed; what was not committed is redelivered" in worker.output
+
+            proxy.up()
+            successor = await WorkerProcess.start(bundle, "w2")
+            workers.append(successor)
+            async with TopicReader(proxy.address, bundle.topics.calm) as inbox:
+                records = await inbox.wait_for(2 * len(messages))
+            assert await successor.stop() == 0
+        finally:
+            for process in workers:
+                process.signal(signal.SIGKILL)
+    outputs = Outputs(records)
+    assert {mid: len(copies) for mid, copies in outputs.by_id.items()} == {
+        orjson.loads(m.value or b"")["message_id"]: 2 for m in messages
+    }

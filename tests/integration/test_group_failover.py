@@ -8,13 +8,26 @@ between two outputs of one message comes from the runtime, not from the router.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.kafka_support import Outgoing, TopicReader, produce, session_reset, user_message
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from tests.integration.test_worker_edges import RasaNluStub
+from tests.kafka_support import (
+    Outgoing,
+    TopicReader,
+    produce,
+    running_worker,
+    session_reset,
+    user_message,
+)
+from tests.runtime_events import RecordedEvents
 from tests.worker_processes import (
     Outputs,
     WorkerProcess,
@@ -22,6 +35,8 @@ from tests.worker_processes import (
     wait_for_balanced_group,
     write_bundle,
 )
+from worker.config.app_config import load_app_config
+from worker.service import build_router, runtime_settings
 
 OPENS = {"calm": "transfer_money", "nlu": "handoff"}  # intents that open a session on a route
 OTHER = {"calm": "handoff", "nlu": "transfer_money"}  # what a free sender would be routed by
@@ -226,3 +241,121 @@ async def test_a_worker_back_from_a_pause_does_not_reuse_stale_sessions(
             "nlu",
             "sticky_session",
         ), sender
+
+
+async def test_a_partition_back_from_a_clean_revocation_keeps_its_replay(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    """W1 decides X@1 (chitchat: NLU, not sticky) and X@2 (opens CALM) while a slow NLU call of
+    another sender holds the commit at 0, and is SIGKILLed. W2 restores the partition (X has a
+    replay history), is revoked cleanly by a rebalance before it fetched anything, and gets the
+    partition straight back: its kept state must still say how X@1 and X@2 were decided."""
+    answer = asyncio.Event()
+    async with RasaNluStub({"plain": "handoff"}, held_until=answer) as nlu:
+        bundle = write_bundle(tmp_path, bootstrap, partitions=1, nlu_url=nlu.url)
+        x = Traffic()
+        slow = user_message("slow", "plain")  # no parse_data: waits for the NLU server
+        greet = x.message("x", "hi", "chitchat")
+        opener = x.message("x", "send money", "transfer_money")
+        w1 = await WorkerProcess.start(bundle, "w1")
+        try:
+            await wait_for_balanced_group([w1], 1)
+            async with TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+                await produce(bootstrap, bundle.topics.input, [slow, greet, opener])
+                await inbox.wait_for(2)  # X's two messages; the slow one still waits
+                async with TopicReader(bootstrap, bundle.topics.sessions) as changelog:
+                    await changelog.wait_for(1)
+            await w1.kill()
+        finally:
+            w1.signal(signal.SIGKILL)
+        answer.set()
+
+        app = load_app_config(bundle.config, bundle.endpoints, bundle.flows, bundle.env)
+        # The broker holds a fetch until fetch_min_bytes are there or fetch_max_wait_ms passed:
+        # W2's first fetch after its restore stays out for three seconds, long enough for the
+        # rebalance below to revoke the partition before W2 took any of its messages.
+        settings = dataclasses.replace(
+            runtime_settings(app), fetch_max_wait_ms=3000, fetch_min_bytes=50_000_000
+        )
+        router = build_router(app, None)
+        events = RecordedEvents()
+        async with running_worker(settings, router, events):
+            await events.wait_until(lambda: bool(events.named("restored")), "restored", 30)
+            # A second member (of another topic) joins: an eager rebalance revokes everything.
+            other = AIOKafkaConsumer(
+                f"elsewhere-{uuid.uuid4().hex[:8]}",
+                bootstrap_servers=bootstrap,
+                group_id=bundle.group_id,
+                session_timeout_ms=1000,
+                heartbeat_interval_ms=300,
+            )
+            await other.start()
+            try:
+                async with TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+                    records = await inbox.wait_until(
+                        lambda r: (
+                            len(Outputs(r).by_id.get(greet_id(greet), [])) == 2
+                            and len(Outputs(r).by_id.get(greet_id(opener), [])) == 2
+                        ),
+                        "X's messages routed again",
+                    )
+            finally:
+                await other.stop()
+        await router.close()
+    restored = events.named("restored")
+    assert [(e.kwargs["kept"], e.kwargs["replaying"]) for e in restored[:2]] == [
+        (False, 1),
+        (True, 1),  # the partition came straight back: its whole state was kept
+    ]
+    outputs = Outputs(records)
+    for copy in outputs.by_id[greet_id(greet)]:
+        assert copy["topic"] == bundle.topics.nlu
+        assert (copy["routing"]["reason"], copy["routing"]["sticky"]) == ("listed_intent", False)
+    first, again = outputs.by_id[greet_id(opener)]
+    assert first["topic"] == again["topic"] == bundle.topics.calm
+    assert first["routing"] == again["routing"]  # the stored decision, byte for byte
+
+
+def greet_id(outgoing: Outgoing) -> str:
+    assert outgoing.value is not None
+    message_id: str = orjson.loads(outgoing.value)["message_id"]
+    return message_id
+
+
+async def test_a_member_thrown_out_while_stopped_publishes_nothing_it_decided(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    """A waits for the NLU server on a message when it is stopped (SIGSTOP) past its session
+    timeout; B takes the partition over and routes the message. When A comes back, the NLU
+    server's answer to A arrives too: A must not publish it (B's partition now)."""
+    answer = asyncio.Event()
+    async with RasaNluStub({"zombie": "transfer_money"}, held_until=answer, hold=1) as nlu:
+        bundle = write_bundle(tmp_path, bootstrap, partitions=2, nlu_url=nlu.url)
+        a = await WorkerProcess.start(bundle, "a")
+        b = await WorkerProcess.start(bundle, "b")
+        try:
+            shares = await wait_for_balanced_group([a, b], 2)
+            [partition] = shares["a"]
+            waiting = user_message("z", "zombie")  # no parse_data: the NLU server is asked
+            waiting.partition = partition
+            async with TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+                await produce(bootstrap, bundle.topics.input, [waiting])
+                async with asyncio.timeout(30):
+                    await nlu.called.wait()  # A asked; its answer is held
+                a.signal(signal.SIGSTOP)
+                await wait_for_balanced_group([b], 2)  # B holds A's partition now ...
+                await inbox.wait_for(1)  # ... and routed the message (its own NLU call)
+                a.signal(signal.SIGCONT)
+                answer.set()  # the answer to A's call, which A must not publish
+                await wait_for_balanced_group([a, b], 2)  # A is back, as a new member
+            codes = await stop_all(a, b)
+        finally:
+            a.signal(signal.SIGCONT)
+            for worker in (a, b):
+                worker.signal(signal.SIGKILL)
+    assert codes == [0, 0]
+    assert len(nlu.calls) == 2  # A's, held across the stop, and B's
+    async with TopicReader(bootstrap, bundle.topics.calm, bundle.topics.nlu) as inbox:
+        outputs = Outputs(await inbox.read_to_end())
+    [routed_once] = outputs.by_id[greet_id(waiting)]
+    assert routed_once["routing"]["route"] == "calm"

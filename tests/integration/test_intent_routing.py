@@ -17,12 +17,13 @@ from tests.kafka_support import (
     unique_topics,
     user_message,
 )
+from worker.config.endpoints import KafkaSettings
 from worker.rasa.releases import DEFAULT_BEHAVIOUR
 from worker.routing.flows import Flow, Flows, NluTrigger
 from worker.routing.router_config import IntentBasedRouterConfig
 from worker.routing.rules import Assistant
 from worker.runtime.coexistence_router import CoexistenceRouter
-from worker.runtime.worker import RuntimeSettings
+from worker.runtime.settings import RuntimeSettings
 
 CONFIG = IntentBasedRouterConfig.model_validate(
     {
@@ -41,16 +42,15 @@ ASSISTANT = Assistant(CONFIG, FLOWS)
 
 
 def make_settings(bootstrap: str, **overrides: Any) -> RuntimeSettings:
-    values: dict[str, Any] = {
-        "connection": {"bootstrap_servers": bootstrap},
-        "topics": unique_topics(),
-        "group_id": f"group-{uuid.uuid4().hex[:8]}",
-        "partitions": 3,
-        "commit_interval": 0.1,
-        "session_timeout": 1.0,
-    }
-    values.update(overrides)
-    return RuntimeSettings(**values)
+    kafka = KafkaSettings(
+        url=[bootstrap],
+        topics=unique_topics(),
+        group_id=f"group-{uuid.uuid4().hex[:8]}",
+        partitions=3,
+        commit_interval_ms=100,
+        session_timeout=1.0,
+    )
+    return RuntimeSettings.from_kafka(kafka, **overrides)
 
 
 def make_router() -> CoexistenceRouter:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -11,8 +13,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
-from tests.kafka_support import TopicReader
-from worker.kafka.outbox import Outbox
+from tests.kafka_support import TopicReader, unique_topics
+from tests.tcp_proxy import TcpProxy
+from worker.kafka.broker import EmbeddedBroker, free_loopback_port
+from worker.kafka.outbox import Outbox, PartitionStopped
+from worker.kafka.topics import ensure_topics
 
 
 async def new_topic(bootstrap: str, partitions: int) -> str:
@@ -116,3 +121,89 @@ async def test_a_record_over_the_request_size_is_refused_alone(bootstrap: str) -
     async with TopicReader(bootstrap, topic) as reader:
         records = await reader.read_to_end()
     assert [r.value for r in records] == [b"before", b"after"]
+
+
+async def test_a_batch_the_broker_never_answers_stops_every_later_record_of_its_partition(
+    tmp_path: Path,
+) -> None:
+    """The produce request of one batch is lost on a stalled connection; aiokafka gives up on
+    it after its request timeout and would send the partition's next batch on a new connection.
+    Nothing after the lost batch may reach the broker: no reordering, no hole."""
+    proxy_port = free_loopback_port()
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log", advertised_port=proxy_port)
+    async with broker, TcpProxy(broker.port, port=proxy_port) as proxy:
+        topic = await new_topic(proxy.address, 1)
+        client = producer(proxy.address, request_timeout_ms=1500, linger_ms=0)
+        await client.start()
+        outbox = Outbox(client)
+        try:
+            assert await outbox.add(topic, b"0", key=b"x", partition=0) > 0
+            proxy.hold()  # the producer's connection delivers nothing from now on
+            lost = outbox.add(topic, b"1", key=b"x", partition=0)
+            await proxy.wait_held(timeout=10)  # its produce request is stuck in the network
+            later = []
+            for i in range(2, 10):
+                later.append(outbox.add(topic, f"{i}".encode(), key=b"x", partition=0))
+                await asyncio.sleep(0)  # separate batches, had they been handed over
+            with pytest.raises(KafkaError):
+                await lost
+            outcomes = await asyncio.gather(*later, return_exceptions=True)
+            assert all(isinstance(o, PartitionStopped) for o in outcomes), outcomes
+            assert outbox.failure is not None
+            # ... and so is everything added to that partition until a new outbox is made.
+            with pytest.raises(PartitionStopped):
+                await outbox.add(topic, b"10", key=b"x", partition=0)
+        finally:
+            await outbox.close()
+            await client.stop()
+        async with TopicReader(proxy.address, topic) as reader:
+            records = await reader.read_to_end()
+    assert [r.value for r in records] == [b"0"]
+
+
+class MeasuringProducer(AIOKafkaProducer):  # type: ignore[misc]
+    """A real producer that notes the size of every batch handed to it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.batch_sizes: list[int] = []
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
+        self.batch_sizes.append(batch.size())
+        return await super().send_batch(batch, topic, partition=partition)
+
+
+async def test_batches_stay_within_the_topics_max_message_bytes(bootstrap: str) -> None:
+    """A topic taking batches of at most 16 KiB gets no 256 KiB batch (a broker rejects one
+    whole, with every record in it); what the broker says of the topic is what the worker uses."""
+    topics = unique_topics()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topics.calm, 1, 1, topic_configs={"max.message.bytes": "16384"})]
+        )
+    finally:
+        await admin.close()
+    layout = await ensure_topics(
+        {"bootstrap_servers": bootstrap}, topics, create=True, partitions=1, replication_factor=1
+    )
+    assert layout.max_message_bytes.get(topics.calm) == 16384
+    client = MeasuringProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, max_batch_size=262144
+    )
+    await client.start()
+    outbox = Outbox(client, limits=layout.max_message_bytes)
+    values = [f"{i:05d}".encode() * 100 for i in range(400)]  # 500 bytes each, 200 KB in all
+    try:
+        acks = [outbox.add(topics.calm, value, key=b"k", partition=0) for value in values]
+        with pytest.raises(MessageSizeTooLargeError, match="larger than the 16384 bytes"):
+            outbox.add(topics.calm, b"x" * 16384, key=b"k", partition=0)
+        await asyncio.gather(*acks)
+    finally:
+        await client.stop()
+    assert len(client.batch_sizes) > 10
+    assert max(client.batch_sizes) <= 16384
+    async with TopicReader(bootstrap, topics.calm) as reader:
+        records = await reader.read_to_end()
+    assert [r.value for r in records] == values

@@ -4,6 +4,7 @@ recognised by the fetch high watermark (Tansu's ListOffsets is short for multi-r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,6 +13,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from contracts.models import Route, SessionRecord, encode_session
+from tests.integration.test_intent_routing import make_router, make_settings
+from tests.kafka_support import TopicReader, produce_many, running_worker, user_message
+from tests.runtime_events import RecordedEvents
 from worker.runtime.changelog import (
     RESTORE_BATCH,
     input_offset_headers,
@@ -80,3 +84,29 @@ async def test_an_unchanged_end_is_recognised_and_a_moved_one_is_not(
     topic, consumer = changelog
     assert await unchanged_since(consumer, topic, {0: 3, 1: 0}, timeout=10) == {0, 1}
     assert await unchanged_since(consumer, topic, {0: 2, 1: 0}, timeout=10) == {1}
+
+
+async def test_a_new_group_on_an_old_changelog_drops_its_histories_as_it_commits(
+    bootstrap: str,
+) -> None:
+    """A new group id starts at the earliest input offset, so every changelog record describes a
+    message it will read again: each sender has a replay history. Once the group has committed
+    past a sender's last record, the history is gone, whether the sender comes back or not."""
+    settings = make_settings(bootstrap, partitions=1)
+    senders = [f"old-{i}" for i in range(20)]
+    opening = [user_message(s, "send money", "transfer_money") for s in senders]
+    async with running_worker(settings, make_router()):
+        await produce_many(bootstrap, settings.topics.input, opening)
+        async with TopicReader(bootstrap, settings.topics.calm) as inbox:
+            await inbox.wait_for(len(senders))
+    renamed = dataclasses.replace(settings, group_id=f"{settings.group_id}-new")
+    events = RecordedEvents()
+    async with running_worker(renamed, make_router(), events) as worker:
+        [restored] = events.named("restored")
+        assert restored.kwargs["replaying"] == len(senders)
+        await events.committed_to({0: len(senders)})
+        [partition] = worker.status().partitions
+        assert (partition.sessions, partition.replaying) == (len(senders), 0)
+    # Redelivered, each opener got its stored decision back.
+    replayed = [e.args[2] for e in events.named("decided")]
+    assert {(r["route"], r["reason"]) for r in replayed} == {("calm", "listed_intent")}

@@ -7,7 +7,9 @@ import asyncio
 import orjson
 
 from tests.integration.test_intent_routing import make_router, make_settings
-from tests.kafka_support import TopicReader, produce, routed, user_message
+from tests.kafka_support import TopicReader, produce, produce_many, routed, user_message
+from tests.runtime_events import RecordedEvents
+from worker.runtime.expiry import SLICE
 from worker.runtime.worker import RoutingWorker
 
 
@@ -63,3 +65,47 @@ async def test_a_sticky_message_keeps_its_session_alive_and_refreshes_the_change
         1000.0,
         1000.5,
     ]
+
+
+async def test_a_mass_expiry_goes_a_slice_at_a_time_and_the_loop_runs_between(
+    bootstrap: str,
+) -> None:
+    """After downtime longer than the TTL every session is idle at once: the pass writes its
+    tombstones a slice at a time, waiting for the outbox and giving the loop back between."""
+    settings = make_settings(bootstrap, partitions=1, session_ttl=3600.0)
+    clock = Clock(1000.0)
+    events = RecordedEvents()
+    worker = RoutingWorker(settings, make_router(), clock=clock, observer=events)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    senders = [f"s{i:04d}" for i in range(2 * SLICE + 200)]
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 30)
+        await produce_many(
+            bootstrap,
+            settings.topics.input,
+            [user_message(s, "send money", "transfer_money") for s in senders],
+        )
+        await events.wait_until(lambda: len(events.named("decided")) == len(senders), "all", 30)
+        clock.now += 2 * 3600  # the worker was away for longer than the TTL
+        turns: list[int] = []
+
+        async def other_work() -> None:
+            while True:
+                turns.append(len(events.named("expired")))
+                await asyncio.sleep(0)
+
+        probe = asyncio.create_task(other_work())
+        try:
+            assert await worker.expire_idle_sessions() == len(senders)
+        finally:
+            probe.cancel()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    slices = [e.args[1] for e in events.named("expired")]
+    assert slices == [SLICE, SLICE, 200]
+    assert any(0 < seen < len(slices) for seen in turns), "nothing else ran during the pass"
+    async with TopicReader(bootstrap, settings.topics.sessions) as changelog:
+        written = await changelog.read_to_end()
+    assert sorted(r.key for r in written if r.value is None) == sorted(s.encode() for s in senders)

@@ -7,12 +7,13 @@ import uuid
 import zlib
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from contracts.models import DeadLetter
+from contracts.models import TRUNCATED_HEADER, DeadLetter
 from tests.integration.test_intent_routing import ASSISTANT, make_router, make_settings
 from tests.kafka_support import (
     Outgoing,
@@ -22,8 +23,11 @@ from tests.kafka_support import (
     running_worker,
     user_message,
 )
+from tests.runtime_events import RecordedEvents
 from worker.config.endpoints import Topics
-from worker.kafka.topics import TopicLayoutError, ensure_topics
+from worker.kafka.outbox import estimate_size
+from worker.kafka.topics import MIN_COMPACTION_LAG_MS, TopicLayoutError, ensure_topics
+from worker.runtime.clients import MAX_REQUEST_SIZE
 from worker.runtime.coexistence_router import CoexistenceRouter
 from worker.runtime.nlu_client import NluServer
 from worker.runtime.worker import RoutingWorker
@@ -113,18 +117,23 @@ class RasaNluStub:
         intents: dict[str, str | None],
         fail_first: int = 0,
         held_until: asyncio.Event | None = None,
+        hold: int | None = None,
     ) -> None:
         self.intents = intents
         self.calls: list[dict[str, Any]] = []
         self.fail_first = fail_first
-        self.held_until = held_until  # answers wait for it
+        self.held_until = held_until  # answers wait for it ...
+        self.hold = hold  # ... the first `hold` of them (None: all)
+        self.called = asyncio.Event()  # set at each call
         self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def parse(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.calls.append({"body": body, "token": request.query.get("token")})
-        if self.held_until is not None:
+        self.called.set()
+        held = self.hold is None or len(self.calls) <= self.hold
+        if self.held_until is not None and held:
             await self.held_until.wait()
         if self.fail_first > 0:
             self.fail_first -= 1
@@ -242,10 +251,10 @@ async def test_partition_count_mismatch_refuses_to_start(bootstrap: str) -> None
 
 async def test_missing_topics_are_created_with_a_compacted_changelog(bootstrap: str) -> None:
     settings = make_settings(bootstrap, partitions=4)
-    count = await ensure_topics(
+    layout = await ensure_topics(
         settings.connection, settings.topics, create=True, partitions=4, replication_factor=1
     )
-    assert count == 4
+    assert layout.partitions == 4
     admin = AIOKafkaAdminClient(**settings.connection)
     await admin.start()
     try:
@@ -256,7 +265,10 @@ async def test_missing_topics_are_created_with_a_compacted_changelog(bootstrap: 
             [ConfigResource(ConfigResourceType.TOPIC, settings.topics.sessions)]
         )
         [(_, _, _, _, entries)] = response.resources
-        assert ("cleanup.policy", "compact") in [(e[0], e[1]) for e in entries]
+        configs = [(e[0], e[1]) for e in entries]
+        assert ("cleanup.policy", "compact") in configs
+        # An opener (and the decision it carries) outlives its redeliveries.
+        assert ("min.compaction.lag.ms", str(MIN_COMPACTION_LAG_MS)) in configs
     finally:
         await admin.close()
 
@@ -290,3 +302,119 @@ async def test_sessions_follow_the_connectors_partitioner(bootstrap: str) -> Non
     later = [routed(r) for r in records if routed(r)["message"]["text"] == "a human please"]
     assert sorted(r["message"]["sender_id"] for r in later) == sorted(senders)
     assert {r["routing"]["reason"] for r in later} == {"sticky_session"}
+
+
+def oversized(sender: str, size: int, intent: str | None) -> Outgoing:
+    """A user message of exactly `size` bytes: as large as Kafka takes at its default limits,
+    too large to go out again with a routing block, or as a dead letter with its headers."""
+    body: dict[str, Any] = {"message_id": uuid.uuid4().hex, "sender_id": sender, "text": ""}
+    if intent is not None:
+        body["parse_data"] = {"intent": {"name": intent, "confidence": 0.9}, "entities": []}
+    body["text"] = "x" * (size - len(orjson.dumps(body)))
+    value = orjson.dumps(body)
+    assert len(value) == size
+    return Outgoing(value, sender.encode(), partition=0)
+
+
+async def test_an_input_too_large_to_route_whole_is_dead_lettered_cut_to_fit(
+    bootstrap: str,
+) -> None:
+    settings = make_settings(bootstrap, partitions=1)
+    size = 1_048_400
+    # One decided in the fetch loop (parse_data), one in a lane (the NLU server is asked).
+    large = [oversized("big", size, "transfer_money"), oversized("huge", size, None)]
+    events = RecordedEvents()
+    async with RasaNluStub({}) as nlu:
+        router = CoexistenceRouter(ASSISTANT, nlu=NluServer(nlu.url, retries=0))
+        async with running_worker(settings, router, events):
+            await produce(
+                bootstrap,
+                settings.topics.input,
+                [
+                    *large,
+                    Outgoing(user_message("big", "after", "handoff").value, b"big", partition=0),
+                    Outgoing(user_message("huge", "after", "handoff").value, b"huge", partition=0),
+                ],
+            )
+            async with TopicReader(bootstrap, settings.topics.dlq, settings.topics.nlu) as reader:
+                await reader.wait_for(4)
+            # Nothing stops at the large ones: every offset is decided and committed.
+            await events.committed_to({0: 4})
+        await router.close()
+    dead = sorted(
+        reader.by_topic(settings.topics.dlq),
+        key=lambda d: DeadLetter.from_headers(d.headers).source_offset,
+    )
+    assert [d.key for d in dead] == [b"big", b"huge"]
+    for offset, (record, sent) in enumerate(zip(dead, large, strict=True)):
+        letter = DeadLetter.from_headers(record.headers)
+        assert (letter.error_type, letter.source_partition, letter.source_offset) == (
+            "RecordTooLarge",
+            0,
+            offset,
+        )
+        assert dict(record.headers)[TRUNCATED_HEADER] == str(size).encode()
+        assert record.value is not None and 0 < len(record.value) < size
+        assert sent.value is not None and sent.value.startswith(record.value)
+        assert estimate_size(record.key, record.value, list(record.headers)) <= MAX_REQUEST_SIZE
+    after = [routed(r) for r in reader.by_topic(settings.topics.nlu)]
+    # The large messages changed no session: the next ones are routed by the rules.
+    assert sorted((a["message"]["sender_id"], a["routing"]["reason"]) for a in after) == [
+        ("big", "listed_intent"),
+        ("huge", "listed_intent"),
+    ]
+    assert [e.args[1] for e in events.named("dead_lettered")] == [0, 1]
+
+
+async def test_a_partition_at_its_bound_is_paused_alone_and_the_others_flow(bootstrap: str) -> None:
+    """Partition 0's messages all wait for the NLU server (held): at max_in_flight (2) only that
+    partition is paused; partition 1's messages, decided at once, keep being fetched and routed
+    (the poll never stops)."""
+    settings = make_settings(bootstrap, partitions=2, max_in_flight=2)
+    answer = asyncio.Event()
+    async with RasaNluStub({}, held_until=answer) as nlu:
+        router = CoexistenceRouter(ASSISTANT, nlu=NluServer(nlu.url, timeout=60))
+        waiting = [user_message(f"slow{i}", "hello") for i in range(6)]
+        for record in waiting:
+            record.partition = 0
+        async with (
+            running_worker(settings, router),
+            TopicReader(bootstrap, settings.topics.calm, settings.topics.nlu) as inbox,
+        ):
+            await produce(bootstrap, settings.topics.input, waiting)
+            async with asyncio.timeout(30):
+                while len(nlu.calls) < 2:  # the bound: two calls in flight, then p0 waits
+                    nlu.called.clear()
+                    await nlu.called.wait()
+            flowing = [user_message(f"fast{i}", "send money", "transfer_money") for i in range(5)]
+            for record in flowing:
+                record.partition = 1
+            await produce(bootstrap, settings.topics.input, flowing)
+            records = await inbox.wait_for(len(flowing))
+            assert {routed(r)["message"]["sender_id"] for r in records} == {
+                f"fast{i}" for i in range(5)
+            }
+            assert len(nlu.calls) == 2  # never more router calls in flight than the bound
+            answer.set()
+            await inbox.wait_for(len(flowing) + len(waiting))
+        await router.close()
+    assert len(nlu.calls) == len(waiting)
+
+
+async def test_a_changelog_that_deletes_refuses_to_start(bootstrap: str) -> None:
+    settings = make_settings(bootstrap, partitions=2)
+    admin = AIOKafkaAdminClient(**settings.connection)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(settings.topics.input, 2, 1),
+                NewTopic(
+                    settings.topics.sessions, 2, 1, topic_configs={"cleanup.policy": "delete"}
+                ),
+            ]
+        )
+    finally:
+        await admin.close()
+    with pytest.raises(TopicLayoutError, match=r"cleanup.policy=delete: it must be compact"):
+        await asyncio.wait_for(RoutingWorker(settings, make_router()).run(asyncio.Event()), 30)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from aiokafka import ConsumerRecord
 
-from contracts.models import Reason, Route, RouterName, Routing, SessionRecord, encode_session
-from worker.runtime.changelog import INPUT_OFFSET_HEADER, RestoredPartition
+from contracts.models import (
+    INPUT_OFFSET_HEADER,
+    Reason,
+    Route,
+    RouterName,
+    Routing,
+    SessionRecord,
+    encode_session,
+)
+from worker.runtime.changelog import RestoredPartition
 
 TOPIC = "routing-sessions"
 

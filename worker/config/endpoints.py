@@ -8,7 +8,7 @@ ignored, so a Rasa assistant's own file can be given as it is.
 `sasl_mechanism`, `sasl_username`, `sasl_password`, `ssl_cafile`, `ssl_certfile`, `ssl_keyfile`,
 `ssl_check_hostname`, `client_id`) and the worker's own settings (`group_id`, `topics`,
 `create_topics`, `partitions`, `replication_factor`, `max_in_flight`, `commit_interval_ms`,
-`commit_count`, `fetch_max_wait_ms`,
+`commit_count`, `fetch_max_wait_ms`, `fetch_min_bytes`,
 `session_expiration_time`, `shutdown_timeout`, `rebalance_timeout`, `session_timeout`).
 Two defaults differ from Rasa's KafkaEventBroker on purpose: `security_protocol` is PLAINTEXT
 (Rasa: SASL_PLAINTEXT, with no credentials by default) and `ssl_check_hostname` is true (Rasa:
@@ -47,6 +47,7 @@ from pydantic import (
     model_validator,
 )
 
+from contracts.models import DEFAULT_GROUP_ID, DEFAULT_TOPICS
 from worker.config.env import (
     ROUTER_EXPANDABLE_KEYS,
     expand_keys,
@@ -85,11 +86,11 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 class Topics(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input: str = "user-messages"
-    calm: str = "calm-inbox"
-    nlu: str = "nlu-inbox"
-    sessions: str = "routing-sessions"
-    dlq: str = "routing-dlq"
+    input: str = DEFAULT_TOPICS["input"]
+    calm: str = DEFAULT_TOPICS["calm"]
+    nlu: str = DEFAULT_TOPICS["nlu"]
+    sessions: str = DEFAULT_TOPICS["sessions"]
+    dlq: str = DEFAULT_TOPICS["dlq"]
 
     @field_validator("*")
     @classmethod
@@ -126,7 +127,7 @@ class KafkaSettings(BaseModel):
     ssl_check_hostname: bool = True
     client_id: str | None = None
 
-    group_id: str = Field(default="coexistence-router", min_length=1)
+    group_id: str = Field(default=DEFAULT_GROUP_ID, min_length=1)
     topics: Topics = Field(default_factory=Topics)
     create_topics: bool = True
     partitions: int = Field(default=6, ge=1)
@@ -135,6 +136,8 @@ class KafkaSettings(BaseModel):
     commit_interval_ms: int = Field(default=500, ge=1)
     commit_count: int = Field(default=500, ge=1)
     fetch_max_wait_ms: int = Field(default=100, ge=1)
+    # The broker answers a fetch once this many bytes are there, or after fetch_max_wait_ms.
+    fetch_min_bytes: int = Field(default=1, ge=1)
     # Minutes; unset: the idle expiry follows the domain's session_config, as Rasa does.
     session_expiration_time: float | None = Field(default=None, ge=0)
     shutdown_timeout: float = Field(default=10.0, gt=0)

@@ -116,7 +116,7 @@ def _describe(error: BaseException, connection: Mapping[str, Any], server: str |
         return f"SASL: the broker{at} refused user {user!r} with {mechanism}{said}"
     if isinstance(error, UnsupportedSaslMechanismError):
         return f"SASL: the broker{at} does not offer {mechanism} (user {user!r})"
-    if _in_scram_exchange(error):
+    if scram_refusal(error):
         # RFC 5802 lets a broker answer "e=<reason>" instead of its signature; aiokafka then
         # fails looking for the signature.
         return (
@@ -145,7 +145,9 @@ def _servers(connection: Mapping[str, Any]) -> set[tuple[str, int]]:
     return servers
 
 
-def _in_scram_exchange(error: BaseException) -> bool:
+def scram_refusal(error: BaseException) -> bool:
+    """aiokafka's KeyError/ValueError when a broker ends SCRAM with `e=<reason>`: a refused
+    login, not a bug."""
     if not isinstance(error, KeyError | ValueError):
         return False
     frame = error.__traceback__

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -51,10 +51,21 @@ def session_from_record(record: SessionRecord) -> StickySession:
 
 @dataclass(slots=True)
 class RestoredPartition:
+    """Everything a partition's owner knows from its changelog: kept whole, never in parts,
+    when a revoked partition is parked for a rebalance that may give it straight back."""
+
     sessions: SessionTable = field(default_factory=SessionTable)
     # Senders with changelog records for input offsets at or past the committed offset.
-    replay: Replay = field(default_factory=dict)
-    end: int = 0  # the changelog offset the restore read up to
+    replay: Replay = field(default_factory=Replay)
+    # How far the owner knows the changelog partition: the restore's end, then its own
+    # acknowledged writes.
+    end: int = 0
+    records: int = 0  # changelog records the restore read
+
+    def written(self, ack: asyncio.Future[int]) -> None:
+        """A done-callback for the acknowledgement of a changelog batch of this partition."""
+        if not ack.cancelled() and ack.exception() is None:
+            self.end = max(self.end, ack.result())
 
     def apply(self, topic: str, record: ConsumerRecord[bytes, bytes], committed: int) -> None:
         if record.key is None:
@@ -107,13 +118,15 @@ async def restore_sessions(
     fetch_timeout_ms: int = 500,
     metadata_timeout: float = 30.0,
     max_records: int = RESTORE_BATCH,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[int, RestoredPartition]:
     """Read changelog partitions up to their end offsets as of now, by manual assignment.
 
     `committed` maps each input partition to its committed offset: records written for offsets
     at or after it describe messages that will be redelivered, and are kept for replay.
     Raises TimeoutError when the end offsets cannot be listed within `metadata_timeout`
-    (aiokafka waits forever for a partition that does not exist).
+    (aiokafka waits forever for a partition that does not exist). `progress` hears the count
+    of records read so far after each fetch.
     """
     tps = [TopicPartition(topic, p) for p in partitions]
     restored = {tp.partition: RestoredPartition() for tp in tps}
@@ -146,7 +159,10 @@ async def restore_sessions(
                     if record.offset >= limit:
                         break
                     count += 1
+                    target.records += 1
                     target.apply(topic, record, floor)
+            if progress is not None and batch:
+                progress(count)
             for tp in list(remaining):
                 if tp in end and await consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)

@@ -42,10 +42,12 @@ class OffsetTracker:
         self._pending: deque[PendingOffset] = deque()
         self.position: int | None = None  # the next offset after the complete prefix
         self.committed: int | None = None  # the position the group coordinator accepted
+        self.fetched: int | None = None  # the next offset after the last one taken
 
     def track(self, offset: int) -> PendingOffset:
         pending = PendingOffset(offset)
         self._pending.append(pending)
+        self.fetched = offset + 1
         return pending
 
     def __len__(self) -> int:
@@ -68,6 +70,13 @@ class OffsetTracker:
             self._pending.popleft()
         if self.position is None or self.position == self.committed:
             return None
+        return self.position
+
+    def first_pending(self) -> int | None:
+        """The position to commit again to prove membership: the first offset not complete
+        (or past the last complete one); None when nothing was taken yet."""
+        if self._pending:
+            return self._pending[0].offset
         return self.position
 
     def acks_outstanding(self) -> list[Ack]:

@@ -2,6 +2,11 @@
 
 Each write returns the broker's acknowledgement as a future; the worker attaches it to the input
 offset it belongs to, which is committed only once all of them are in (acks=all).
+
+A decision's records are checked against their topics' size limits before any of them is queued:
+a message that cannot be routed whole raises RecordTooLarge having written nothing, and goes to
+the DLQ instead. A dead letter itself always fits: a value too large for the DLQ topic is cut to
+what fits, with `x-truncated` giving its original size.
 """
 
 from __future__ import annotations
@@ -12,14 +17,25 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
-from contracts.models import DeadLetter, Route, encode_routed, session_value
+from contracts.models import (
+    TRUNCATED_HEADER,
+    TRUNCATED_KEY_HEADER,
+    DeadLetter,
+    Route,
+    encode_routed,
+    session_value,
+)
 from worker.config.endpoints import Topics
-from worker.kafka.outbox import Ack, Outbox
+from worker.kafka.outbox import Ack, Headers, Outbox, RecordTooLarge, estimate_size
 from worker.logs import at_record
 from worker.routing.session import StickySession
 from worker.runtime.changelog import input_offset_headers
+from worker.runtime.transition import Write
 
 log = logging.getLogger(__name__)
+
+# An error message is a header of the dead letter: bounded, whatever the input held.
+MAX_ERROR_MESSAGE = 1000
 
 
 class Publisher:
@@ -35,6 +51,53 @@ class Publisher:
         assert record.value is not None
         topic = self._topics.calm if routing["route"] is Route.CALM else self._topics.nlu
         return self._outbox.add(topic, encode_routed(record.value, routing), key=sender.encode())
+
+    def decision(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        sender: str,
+        routing: dict[str, Any],
+        session: StickySession | None,
+        write: Write,
+        *,
+        message_id: str,
+        acks: list[Ack],
+    ) -> Ack | None:
+        """A decided message: its changelog record (as `write` says), then its inbox record;
+        their acks go to `acks`, and the changelog record's is returned. Raises
+        RecordTooLarge, having queued nothing, when either record is larger than its topic
+        takes."""
+        if write is Write.NOTHING:
+            acks.append(self.routed(record, sender, routing))
+            return None
+        assert record.value is not None
+        key = sender.encode()
+        topic = self._topics.calm if routing["route"] is Route.CALM else self._topics.nlu
+        routed = encode_routed(record.value, routing)
+        if not self._outbox.fits(topic, key, routed, []):
+            size = estimate_size(key, routed, [])
+            raise RecordTooLarge(
+                f"the routed record ({size} bytes) is larger than {topic} takes "
+                f"({self._outbox.limit(topic)} bytes)"
+            )
+        if write is Write.OPEN:
+            # The opening decision is stored with the session: a redelivery gets it back.
+            changelog = self.session(
+                record.partition,
+                sender,
+                session,
+                routing=routing,
+                message_id=message_id,
+                input_offset=record.offset,
+            )
+        elif write is Write.REFRESH:
+            changelog = self.session(record.partition, sender, session, input_offset=record.offset)
+        else:
+            changelog = self.session(record.partition, sender, None, input_offset=record.offset)
+        acks.append(changelog)
+        # After the state record: a crash never leaves an output whose state change was lost.
+        acks.append(self._outbox.add(topic, routed, key=key))
+        return changelog
 
     def session(
         self,
@@ -69,7 +132,8 @@ class Publisher:
         )
 
     def dead_letter(self, record: ConsumerRecord[bytes, bytes], error: BaseException) -> Ack:
-        """The original key and bytes, with headers naming the error and the source."""
+        """The original key and bytes, with headers naming the error and the source; cut to
+        fit the DLQ topic if they must be."""
         letter = DeadLetter(
             error_type=type(error).__name__,
             error_message=describe(error),
@@ -80,9 +144,26 @@ class Publisher:
         log.warning(
             "dead-lettered %s: %s", where(record), letter.error_message, extra=at_record(record)
         )
-        return self._outbox.add(
-            self._topics.dlq, record.value, key=record.key, headers=letter.to_headers()
-        )
+        topic, key, value, headers = self._topics.dlq, record.key, record.value, letter.to_headers()
+        if not self._outbox.fits(topic, key, value, headers):
+            key, value, headers = _cut(self._outbox.limit(topic), key, value, headers)
+        return self._outbox.add(topic, value, key=key, headers=headers)
+
+
+def _cut(
+    limit: int, key: bytes | None, value: bytes | None, headers: Headers
+) -> tuple[bytes | None, bytes | None, Headers]:
+    """Key, value and headers that fit `limit`: the value cut first, the key only if it alone
+    is too large; a header gives each cut one's original size."""
+    # Length prefixes are varints: a shorter value may need fewer bytes, never more than 4 fewer.
+    slack = 4
+    headers = [*headers, (TRUNCATED_HEADER, str(len(value or b"")).encode())]
+    if estimate_size(key, b"", headers) > limit and key is not None:
+        headers.append((TRUNCATED_KEY_HEADER, str(len(key)).encode()))
+        room = limit - estimate_size(b"", b"", headers) - slack
+        key = key[: max(0, room)]
+    room = limit - estimate_size(key, b"", headers) - slack
+    return key, (value or b"")[: max(0, room)], headers
 
 
 def where(record: ConsumerRecord[bytes, bytes]) -> str:
@@ -96,5 +177,9 @@ def describe(error: BaseException) -> str:
         for problem in error.errors(include_input=False, include_url=False):
             loc = ".".join(str(p) for p in problem["loc"]) or "record"
             parts.append(f"{loc}: {problem['msg']}")
-        return "; ".join(parts)
-    return str(error) or type(error).__name__
+        text = "; ".join(parts)
+    else:
+        text = str(error) or type(error).__name__
+    if len(text) > MAX_ERROR_MESSAGE:
+        text = text[: MAX_ERROR_MESSAGE - 1] + "…"
+    return text

@@ -21,6 +21,7 @@ such a message is decided again.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from contracts.models import Routing
@@ -74,4 +75,30 @@ class SenderHistory:
         return session
 
 
-Replay = dict[str, SenderHistory]
+class Replay(dict[str, SenderHistory]):
+    """The histories of a restored partition, by sender.
+
+    A history is needed until the sender's first message past it arrives, or until the
+    partition's committed offset passes it (its messages are never redelivered to this owner
+    then): `prune` drops those, so senders who never come back do not keep theirs forever.
+    """
+
+    # Filled at the first prune, when the restore has added every history.
+    _by_last_offset: list[tuple[int, str]] | None = None
+
+    def prune(self, position: int) -> int:
+        """Drop the histories of offsets all below `position`; returns how many."""
+        if not self:
+            return 0
+        heap = self._by_last_offset
+        if heap is None:
+            heap = self._by_last_offset = [(h.last_offset, s) for s, h in self.items()]
+            heapq.heapify(heap)
+        dropped = 0
+        while heap and heap[0][0] < position:
+            last_offset, sender = heapq.heappop(heap)
+            history = self.get(sender)
+            if history is not None and history.last_offset == last_offset:
+                del self[sender]
+                dropped += 1
+        return dropped
