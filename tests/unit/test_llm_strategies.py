@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from worker.llm.model_group import Deployment, RouterSettings
+from worker.llm.prices import price_table
 from worker.llm.strategies import (
     Candidate,
     DeploymentUsage,
@@ -151,6 +152,41 @@ def test_cost_based_picks_cheapest_and_randomises_equal_prices() -> None:
     assert token_cost(candidates[3].deployment) == float("inf")
     only_output = candidate("x", output_cost_per_token=1e-6)
     assert token_cost(only_output.deployment) == 1e-6
+
+
+def test_cost_based_prices_known_models_from_the_table() -> None:
+    # No prices written: gpt-4o-mini is cheaper than gpt-4o by the table (litellm's).
+    candidates = [candidate("gpt-4o"), candidate("gpt-4o-mini")]
+    assert set(tally(cost_based, candidates, {}, 100)) == {"gpt-4o-mini"}
+    table = price_table().prices
+    assert token_cost(candidates[1].deployment) == pytest.approx(sum(table["gpt-4o-mini"]))
+
+
+def test_cost_based_explicit_prices_win_over_the_table() -> None:
+    cheap_4o = candidate("gpt-4o", input_cost_per_token=1e-9, output_cost_per_token=1e-9)
+    assert set(tally(cost_based, [cheap_4o, candidate("gpt-4o-mini")], {}, 100)) == {"gpt-4o"}
+    # An explicit 0 is a price (litellm would ignore it as unset): free beats everything.
+    free = candidate("gpt-4o", input_cost_per_token=0.0, output_cost_per_token=0.0)
+    assert set(tally(cost_based, [candidate("gpt-4o-mini"), free], {}, 100)) == {"gpt-4o"}
+    # One half written: the other half from the table.
+    half = candidate("gpt-4o", input_cost_per_token=1e-9)
+    assert token_cost(half.deployment) == pytest.approx(1e-9 + price_table().prices["gpt-4o"][1])
+
+
+def test_cost_based_ranks_unpriced_deployments_after_priced_ones() -> None:
+    own = Deployment(provider="self-hosted", model="our-llama", api_base="http://gpu:8000/v1")
+    unpriced = [Candidate("own", own), candidate("not-in-any-table")]
+    dearest = candidate("gpt-4", input_cost_per_token=1.0, output_cost_per_token=1.0)
+    assert set(tally(cost_based, [*unpriced, dearest], {}, 200)) == {"gpt-4"}
+    # Among the unpriced ones only: random, neither counts as free.
+    picks = tally(cost_based, unpriced, {})
+    assert picks["own"] / 3000 == pytest.approx(0.5, abs=0.04)
+
+
+def test_a_candidates_cost_is_computed_once() -> None:
+    c = candidate("gpt-4o-mini")
+    assert c.cost is c.cost
+    assert c.cost == token_cost(c.deployment)
 
 
 def test_strategies_are_reproducible_with_a_seed() -> None:

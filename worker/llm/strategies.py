@@ -14,8 +14,9 @@ Semantics (litellm Router's, with its gaps closed):
 - usage-based-routing: candidates at their `rpm` or `tpm` limit for the current minute are
   skipped; then the lowest tokens used this minute, then the fewest requests, random among ties.
   None when every candidate is at a limit.
-- cost-based-routing: cheapest `input_cost_per_token + output_cost_per_token` (a missing half
-  counts 0; a deployment with neither is priced unknown, after every priced one), random among ties.
+- cost-based-routing: cheapest `input_cost_per_token + output_cost_per_token`, random among ties.
+  A deployment's own prices win, else the price table's for its model (worker.llm.prices), a half
+  known to neither counts 0; a deployment priced by neither is unpriced: after every priced one.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import random
 from bisect import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import accumulate
 
 from worker.llm.model_group import Deployment, RouterSettings
+from worker.llm.prices import deployment_prices
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,11 @@ class Candidate:
     @property
     def name(self) -> str:
         return self.deployment.name
+
+    @cached_property
+    def cost(self) -> float:
+        """Price per input plus output token (math.inf when unpriced); computed once."""
+        return token_cost(self.deployment)
 
 
 @dataclass(frozen=True)
@@ -156,17 +164,21 @@ def usage_based(
 
 
 def token_cost(deployment: Deployment) -> float:
-    costs = (deployment.input_cost_per_token, deployment.output_cost_per_token)
-    if all(cost is None for cost in costs):
+    """`input_cost_per_token + output_cost_per_token` as cost-based-routing ranks it."""
+    prices = deployment_prices(deployment)
+    if prices is None:
         return math.inf
     # Rounded so equal prices written as different splits (1e-6 + 2e-6 vs 1.5e-6 + 1.5e-6) tie.
-    return float(f"{sum(cost or 0.0 for cost in costs):.12g}")
+    return float(f"{sum(prices):.12g}")
 
 
 def cost_based(
     candidates: Sequence[Candidate], usage: UsageSnapshot, rng: random.Random
 ) -> Candidate | None:
-    return _lowest(candidates, lambda c: (token_cost(c.deployment),), rng)
+    if not candidates:
+        return None
+    best = min(c.cost for c in candidates)
+    return rng.choice([c for c in candidates if c.cost == best])
 
 
 def lowest_latency_buffer(settings: RouterSettings) -> float:
