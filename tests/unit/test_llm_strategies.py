@@ -103,6 +103,43 @@ def test_latency_based_tries_unmeasured_first_then_the_fastest_within_buffer() -
     assert spread["fast"] / 3000 == pytest.approx(0.5, abs=0.04)
 
 
+def test_latency_based_leaves_a_deployment_being_probed_to_its_probe() -> None:
+    candidates = [candidate("fast"), candidate("aged")]
+    probed = {"fast": DeploymentUsage(latency=0.1), "aged": DeploymentUsage(probing=True)}
+    assert set(tally(latency_based(0.0), candidates, probed, 200)) == {"fast"}
+    # Not being probed: the next call is its probe.
+    waiting = {"fast": DeploymentUsage(latency=0.1), "aged": DeploymentUsage()}
+    assert set(tally(latency_based(0.0), candidates, waiting, 100)) == {"aged"}
+
+
+def test_latency_based_spreads_when_every_deployment_is_being_probed() -> None:
+    # The first calls after a start: nothing is known of any deployment, each has its probe.
+    candidates = [candidate("a"), candidate("b"), candidate("c")]
+    usage = {k: DeploymentUsage(probing=True) for k in "abc"}
+    picks = tally(latency_based(0.0), candidates, usage)
+    assert all(count / 3000 == pytest.approx(1 / 3, abs=0.03) for count in picks.values())
+    # One of them not probed yet: that one is probed first.
+    usage["c"] = DeploymentUsage()
+    assert set(tally(latency_based(0.0), candidates, usage, 100)) == {"c"}
+
+
+def test_latency_based_ranks_a_failing_deployment_behind_every_healthy_one() -> None:
+    candidates = [candidate("failed-fast"), candidate("slow"), candidate("slower")]
+    usage = {
+        # A fast 5xx: quicker than any answer, but a failure in the window.
+        "failed-fast": DeploymentUsage(latency=0.002, failures=1),
+        "slow": DeploymentUsage(latency=2.0),
+        "slower": DeploymentUsage(latency=2.5),
+    }
+    assert set(tally(latency_based(0.0), candidates, usage, 200)) == {"slow"}
+    # The buffer applies among the healthy ones only.
+    assert set(tally(latency_based(0.3), candidates, usage)) == {"slow", "slower"}
+    # Everything failing: the fewest failures first, then the latency.
+    usage["slow"] = DeploymentUsage(latency=2.0, failures=2)
+    usage["slower"] = DeploymentUsage(latency=2.5, failures=1)
+    assert set(tally(latency_based(0.0), candidates, usage, 200)) == {"failed-fast"}
+
+
 def test_latency_buffer_is_read_from_routing_strategy_args_first() -> None:
     assert lowest_latency_buffer(RouterSettings(lowest_latency_buffer=0.2)) == 0.2
     settings = RouterSettings(

@@ -27,7 +27,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from yarl import URL
@@ -267,13 +267,12 @@ class ModelGroupGateway:
                 continue
             usage: Mapping[str, Any] = snapshot.usage
             if self._uses_latency:
-                usage = {
-                    key: replace(value, latency=self._latency.recent(key))
-                    for key, value in snapshot.usage.items()
-                }
+                usage = self._latency.usage(snapshot.usage)
             choice = await self._choose(fresh, usage)
             if choice is None:
                 raise failure(RateLimitsReached, "every deployment is at its rpm/tpm limit")
+            if self._uses_latency:  # no await since the usage was read: one probe at a time
+                self._latency.probe(choice.key, self._timeouts[choice.key])
             attempts += 1
             tried.add(choice.key)
             last_name = choice.name
@@ -281,6 +280,7 @@ class ModelGroupGateway:
                 answer = await self._attempt(choice, prompt)
             except AttemptError as error:
                 last = error
+                self._latency.failed(choice.key, error, self._timeouts[choice.key])
                 log.info(
                     "model group %r: deployment %r failed (attempt %d of %d): %s",
                     self.group_id,
@@ -346,13 +346,9 @@ class ModelGroupGateway:
             response = await self._transport.post(key, request.headers, request.body, timeout)
         except HttpError as exc:
             # Connect, TLS handshake or answer: a timeout (HttpTimeout) is a latency
-            # measurement too: the deployment took at least this long.
+            # measurement too (recorded with the attempt's failure): it took this long.
             timed_out = isinstance(exc, TimeoutError)
-            if timed_out:
-                self._latency.record(candidate.key, timeout)
-                description = f"{exc} after {timeout:g} s"
-            else:
-                description = f"{exc.kind}: {exc}"
+            description = f"{exc} after {timeout:g} s" if timed_out else f"{exc.kind}: {exc}"
             raise AttemptError(
                 self._redact(description),
                 retryable=True,

@@ -8,9 +8,13 @@ Semantics (litellm Router's, with its gaps closed):
   unit) or as the mean of the others' values (for `rpm`/`tpm`, which have no unit). litellm gives
   such a candidate weight 0 instead, i.e. never picks it. No key anywhere: uniform.
 - least-busy: fewest calls in flight, random among ties.
-- latency-based-routing: deployments without a recent measurement first (random among them);
-  otherwise random among those whose recent latency is within `lowest_latency_buffer` (a fraction:
-  0.5 = up to 50 % slower than the best) of the best.
+- latency-based-routing: a deployment without a recent measurement first, but only one call at a
+  time probes it (a deployment another call is probing is left to that call); then the fewest
+  failed attempts in the window (a failure is a penalty: a failing deployment ranks behind every
+  healthy one while its window holds the failure), then random among those whose recent latency
+  is within `lowest_latency_buffer` (a fraction: 0.5 = up to 50 % slower than the best) of the
+  best. When every deployment is unmeasured and already being probed (the first calls after a
+  start), random.
 - usage-based-routing: candidates at their `rpm` or `tpm` limit for the current minute are
   skipped; then the lowest tokens used this minute, then the fewest requests, random among ties.
   None when every candidate is at a limit.
@@ -56,6 +60,8 @@ class DeploymentUsage:
     rpm: int = 0  # requests started in the current minute
     tpm: int = 0  # tokens used in the current minute
     latency: float | None = None  # recent latency in seconds; None = not measured recently
+    failures: int = 0  # failed attempts among the recent latency samples
+    probing: bool = False  # unmeasured, and a call is probing it now
 
 
 UsageSnapshot = Mapping[str, DeploymentUsage]
@@ -136,13 +142,28 @@ def latency_based(buffer: float) -> Strategy:
     ) -> Candidate | None:
         if not candidates:
             return None
-        unmeasured = [c for c in candidates if _usage(usage, c).latency is None]
+        measured: list[tuple[Candidate, DeploymentUsage]] = []
+        unmeasured: list[Candidate] = []
+        for c in candidates:
+            used = usage.get(c.key, _IDLE)
+            if used.latency is not None:
+                measured.append((c, used))
+            elif not used.probing:
+                unmeasured.append(c)
         if unmeasured:
-            return rng.choice(unmeasured)
-        latencies = {c.key: _usage(usage, c).latency or 0.0 for c in candidates}
-        best = min(latencies.values())
+            return rng.choice(unmeasured)  # this call probes it
+        if not measured:
+            return rng.choice(candidates)  # nothing known yet, and every one is being probed
+        failures = min(used.failures for _, used in measured)
+        best = min(used.latency or 0.0 for _, used in measured if used.failures == failures)
         limit = best * (1.0 + buffer)
-        return rng.choice([c for c in candidates if latencies[c.key] <= limit])
+        return rng.choice(
+            [
+                c
+                for c, used in measured
+                if used.failures == failures and (used.latency or 0.0) <= limit
+            ]
+        )
 
     return pick
 

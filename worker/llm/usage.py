@@ -30,7 +30,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -40,6 +40,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from worker.llm.errors import AttemptError
 from worker.llm.model_group import Deployment, RouterSettings
 from worker.llm.redaction import Redactor
 from worker.llm.strategies import DeploymentUsage
@@ -484,10 +485,17 @@ async def _nothing() -> None:
 
 
 class LatencyWindows:
-    """Recent latencies per deployment, a true sliding window: the last `size` samples that are
+    """Recent attempts per deployment, a true sliding window: the last `size` samples that are
     at most `max_age` seconds old. Kept per worker (each worker measures its own path to a
-    deployment). A deployment whose samples all aged out counts as unmeasured again, so a once
-    slow deployment is re-probed at least every `max_age` seconds."""
+    deployment).
+
+    A success is a sample of its latency. A failed attempt that says the deployment is unwell
+    (`failed`) is a sample of its time too (a timeout: the whole timeout), marked as a failure:
+    the latency strategy ranks a deployment with fewer failures in its window first, so a
+    failing deployment stays behind every healthy one for as long as its window holds the
+    failure. A deployment whose samples all aged out counts as unmeasured again, and is probed
+    again, by one call at a time (`probe`): other calls leave it to that call and go elsewhere.
+    """
 
     def __init__(
         self, *, size: int = 10, max_age: float = 60.0, clock: Callable[[], float] = time.monotonic
@@ -495,20 +503,79 @@ class LatencyWindows:
         self._size = max(1, size)
         self._max_age = max_age
         self._clock = clock
-        self._samples: dict[str, deque[tuple[float, float]]] = {}
+        # (time, seconds, failed) per deployment key, oldest first.
+        self._samples: dict[str, deque[tuple[float, float, bool]]] = {}
+        self._probes: dict[str, float] = {}  # deployment key -> when its probe's claim lapses
 
     def record(self, key: str, seconds: float) -> None:
-        samples = self._samples.setdefault(key, deque(maxlen=self._size))
-        samples.append((self._clock(), seconds))
+        """A successful attempt that took `seconds`."""
+        self._add(key, seconds, False)
 
-    def recent(self, key: str) -> float | None:
-        """Mean of the window, or None when nothing recent was measured."""
+    def failed(self, key: str, error: AttemptError, timeout: float) -> None:
+        """An attempt failed with `error` (its deadline was `timeout` seconds). A timeout, a
+        connection or TLS failure, a 5xx or 408, an unreadable answer, a 401/403/404 (every
+        failure that counts towards a cooldown) is a penalty sample; a 429 (cooled down for its
+        Retry-After instead) and the request's own 4xx are none."""
+        if error.counts and error.status != 429:
+            seconds = timeout if error.timed_out else (error.elapsed or 0.0)
+            self._add(key, seconds, True)
+        elif self._probes:
+            self._probes.pop(key, None)
+
+    def _add(self, key: str, seconds: float, failed: bool) -> None:
+        samples = self._samples.get(key)
+        if samples is None:
+            samples = self._samples[key] = deque(maxlen=self._size)
+        samples.append((self._clock(), seconds, failed))
+        if self._probes:
+            self._probes.pop(key, None)  # measured: no probe needed any more
+
+    def _window(self, key: str, now: float) -> deque[tuple[float, float, bool]] | None:
         samples = self._samples.get(key)
         if not samples:
             return None
-        oldest = self._clock() - self._max_age
+        oldest = now - self._max_age
         while samples and samples[0][0] < oldest:
             samples.popleft()
-        if not samples:
+        return samples or None
+
+    def recent(self, key: str) -> float | None:
+        """Mean of the window (failed attempts included), or None when nothing is recent."""
+        samples = self._window(key, self._clock())
+        if samples is None:
             return None
-        return sum(value for _, value in samples) / len(samples)
+        return sum(sample[1] for sample in samples) / len(samples)
+
+    def failures(self, key: str) -> int:
+        """Failed attempts in the window."""
+        samples = self._window(key, self._clock())
+        return sum(sample[2] for sample in samples) if samples else 0
+
+    def probe(self, key: str, seconds: float) -> None:
+        """A call is about to try `key`. When nothing recent is known of it and no other call
+        is probing it, this call is its probe, for at most `seconds` (its attempt's deadline;
+        the claim ends sooner with the attempt's outcome)."""
+        now = self._clock()
+        if self._window(key, now) is None and self._probes.get(key, 0.0) <= now:
+            self._probes[key] = now + seconds
+
+    def usage(self, usage: Mapping[str, DeploymentUsage]) -> dict[str, DeploymentUsage]:
+        """`usage` with each deployment's latency, failures and probing added."""
+        now = self._clock()
+        probes = self._probes
+        merged: dict[str, DeploymentUsage] = {}
+        for key, used in usage.items():
+            samples = self._window(key, now)
+            if samples is None:
+                probing = bool(probes) and probes.get(key, 0.0) > now
+                merged[key] = DeploymentUsage(used.in_flight, used.rpm, used.tpm, None, 0, probing)
+                continue
+            total = 0.0
+            failures = 0
+            for _, seconds, failed in samples:
+                total += seconds
+                failures += failed
+            merged[key] = DeploymentUsage(
+                used.in_flight, used.rpm, used.tpm, total / len(samples), failures
+            )
+        return merged
