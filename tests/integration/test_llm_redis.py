@@ -21,7 +21,7 @@ from worker.fake_llm import FakeLLMServer
 from worker.llm.errors import RateLimitsReached
 from worker.llm.gateway import ModelGroupGateway
 from worker.llm.model_group import ModelGroup
-from worker.llm.usage import ResilientUsage
+from worker.llm.usage import ResilientUsage, prompt_tokens
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,6 +183,33 @@ async def test_every_key_expires(fake: FakeLLMServer, redis: Redis, prefix: str)
     for key in keys:
         assert await redis.pttl(key) != -1, key  # -1: a key without expiry
         assert "sk-" not in key
+
+
+async def test_usage_based_counts_the_requests_own_input_tokens_against_tpm(
+    fake: FakeLLMServer, redis: Redis, prefix: str
+) -> None:
+    # litellm skips a deployment when `tpm_used + input_tokens > tpm` (lowest_tpm_rpm.py). The
+    # prompt's estimate just fits deployment a's tpm once; its answer then reports the fake's
+    # own count (a word a token, plus one for the answer), which stays on the counter. b has
+    # used more this minute, so a is the lowest while its tpm lets it be picked.
+    prompt = "word " * 100
+    estimate = prompt_tokens(prompt)
+    assert estimate > 101
+    spec = group_dict(
+        fake,
+        {"model": "a", "tpm": estimate},
+        {"model": "b"},
+        routing_strategy="usage-based-routing",
+        num_retries=0,
+    )
+    async with gateway(spec, prefix) as one, gateway(spec, prefix, seed=5) as two:
+        keys = one.deployment_keys
+        await one.store.add_tokens(keys["b"], 1000)
+        picks = [(await gw.complete(prompt)).deployment for gw in (one, two, one, two)]
+        usage = (await two.store.snapshot([keys["a"], keys["b"]])).usage
+    # The first call fits a (0 + estimate <= tpm); after it, 101 + estimate does not.
+    assert picks == ["a", "b", "b", "b"]
+    assert (usage[keys["a"]].tpm, usage[keys["b"]].tpm) == (101, 1000 + 3 * 101)
 
 
 def free_port() -> int:

@@ -15,11 +15,13 @@ from worker.llm.gateway import retry_after_seconds
 from worker.llm.model_group import Deployment
 from worker.llm.strategies import DeploymentUsage
 from worker.llm.usage import (
+    MESSAGE_TOKENS,
     LatencyWindows,
     LocalUsage,
     ResilientUsage,
     Snapshot,
     deployment_keys,
+    prompt_tokens,
 )
 
 
@@ -106,6 +108,39 @@ def test_latency_window_slides_by_count_and_age() -> None:
     assert windows.recent("d") == pytest.approx(2.0)  # the 9.0 slid out
     clock.now += 61
     assert windows.recent("d") is None  # aged out: unmeasured again, so it gets re-probed
+
+
+async def test_reserve_counts_the_requests_own_input_tokens_against_tpm() -> None:
+    # litellm's usage-based-routing (lowest_tpm_rpm.py, 1.69.3-1.101) skips a deployment when
+    # `tpm_used + input_tokens > tpm`: the request's own tokens count.
+    usage = LocalUsage(wall=Clock(60.0 * 1000))
+    await usage.add_tokens("d", 90)
+    assert not await usage.reserve("d", rpm_limit=None, tpm_limit=100, tokens=11)
+    assert await usage.reserve("d", rpm_limit=None, tpm_limit=100, tokens=10)  # exactly fits
+    snapshot = await usage.snapshot(["d"])
+    assert (snapshot.usage["d"].rpm, snapshot.usage["d"].tpm) == (1, 100)  # reserved: counted
+    assert not await usage.reserve("d", rpm_limit=None, tpm_limit=100, tokens=1)
+    # A refused reservation counts nothing; without a limit the tokens are counted all the same.
+    assert await usage.reserve("e", rpm_limit=None, tpm_limit=None, tokens=500)
+    assert (await usage.snapshot(["e"])).usage["e"].tpm == 500
+
+
+async def test_add_tokens_corrects_an_estimate_and_never_goes_below_zero() -> None:
+    usage = LocalUsage(wall=Clock(60.0 * 1000))
+    assert await usage.reserve("d", rpm_limit=None, tpm_limit=1000, tokens=300)
+    await usage.add_tokens("d", 120 - 300)  # the answer reported 120 tokens in all
+    assert (await usage.snapshot(["d"])).usage["d"].tpm == 120
+    await usage.add_tokens("d", -500)
+    assert (await usage.snapshot(["d"])).usage["d"].tpm == 0
+
+
+def test_prompt_tokens_estimates_four_bytes_a_token_plus_the_message_framing() -> None:
+    assert prompt_tokens("") == MESSAGE_TOKENS
+    assert prompt_tokens("abcd" * 100) == MESSAGE_TOKENS + 100
+    assert prompt_tokens("abcde") == MESSAGE_TOKENS + 2  # a partial token is a token
+    # Other scripts take more bytes a character, and more tokens: counted by UTF-8 bytes.
+    assert prompt_tokens("日本語の文" * 4) == MESSAGE_TOKENS + 15  # 60 bytes
+    assert prompt_tokens("\ud800abc") == MESSAGE_TOKENS + 2  # a lone surrogate does not raise
 
 
 def timeout_error(after: float) -> AttemptError:

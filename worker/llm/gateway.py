@@ -55,6 +55,7 @@ from worker.llm.usage import (
     ResilientUsage,
     UsageStore,
     deployment_keys,
+    prompt_tokens,
     redis_client,
     redis_location,
 )
@@ -268,7 +269,7 @@ class ModelGroupGateway:
             usage: Mapping[str, Any] = snapshot.usage
             if self._uses_latency:
                 usage = self._latency.usage(snapshot.usage)
-            choice = await self._choose(fresh, usage)
+            choice = await self._choose(fresh, usage, prompt)
             if choice is None:
                 raise failure(RateLimitsReached, "every deployment is at its rpm/tpm limit")
             if self._uses_latency:  # no await since the usage was read: one probe at a time
@@ -304,10 +305,11 @@ class ModelGroupGateway:
         raise failure(AttemptsExhausted, "every attempt failed")
 
     async def _choose(
-        self, candidates: Sequence[Candidate], usage: Mapping[str, Any]
+        self, candidates: Sequence[Candidate], usage: Mapping[str, Any], prompt: str
     ) -> Candidate | None:
         if not self._counts_usage:
             return self._strategy(candidates, usage, self._rng)
+        tokens = prompt_tokens(prompt)
         pool = list(candidates)
         while pool:
             choice = self._strategy(pool, usage, self._rng)
@@ -317,7 +319,7 @@ class ModelGroupGateway:
             # the atomic reservation decides, and a refused deployment leaves the pool.
             deployment = choice.deployment
             if await self.store.reserve(
-                choice.key, rpm_limit=deployment.rpm, tpm_limit=deployment.tpm
+                choice.key, rpm_limit=deployment.rpm, tpm_limit=deployment.tpm, tokens=tokens
             ):
                 return choice
             pool.remove(choice)
@@ -379,7 +381,9 @@ class ModelGroupGateway:
             ) from None
         self._latency.record(candidate.key, elapsed)
         if self._counts_usage and answer.usage.total_tokens:
-            await self.store.add_tokens(candidate.key, answer.usage.total_tokens)
+            # The reservation counted the prompt's estimate: correct it to the reported usage.
+            tokens = answer.usage.total_tokens - prompt_tokens(prompt)
+            await self.store.add_tokens(candidate.key, tokens)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "model group %r: deployment %r answered in %d ms",

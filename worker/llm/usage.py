@@ -7,7 +7,9 @@ Redis key layout (every key expires; `{group}` is a Redis Cluster hash tag, so o
 share a slot and the Lua scripts stay cluster-safe):
 
     {prefix}:{<group>}:<deployment>:rpm:<epoch minute>   INCR by a Lua check-and-increment, EX 120
-    {prefix}:{<group>}:<deployment>:tpm:<epoch minute>   INCRBY tokens, EX 120
+    {prefix}:{<group>}:<deployment>:tpm:<epoch minute>   INCRBY tokens, EX 120: a request's
+                                                         estimated input tokens when it is
+                                                         reserved, corrected by its answer's usage
     {prefix}:{<group>}:<deployment>:inflight             ZSET call id -> deadline (ms); counted
                                                          from now on, so a crashed worker's calls
                                                          vanish at their deadline
@@ -84,6 +86,21 @@ def current_minute(now: float | None = None) -> int:
     return int((time.time() if now is None else now) // 60)
 
 
+# litellm counts a chat request's input as its messages' tokens plus 3 per message, 1 for the
+# role and 3 that prime the reply (token_counter, 1.69.3-1.101): one user message adds 7.
+MESSAGE_TOKENS = 7
+
+
+def prompt_tokens(prompt: str) -> int:
+    """The input tokens of a request carrying `prompt`, estimated before it is sent: one token
+    per 4 bytes of UTF-8 (OpenAI's rule of thumb for English, and near it for other scripts,
+    whose characters take more bytes and more tokens), plus the message's framing. An estimate
+    by design: each model has its own tokenizer, and a tokenizer per call would cost more than
+    the rest of the call; the minute's counter is corrected by the usage the answer reports."""
+    size = len(prompt) if prompt.isascii() else len(prompt.encode("utf-8", "surrogatepass"))
+    return MESSAGE_TOKENS + (size + 3) // 4
+
+
 _IDLE = DeploymentUsage()
 _NONE: frozenset[str] = frozenset()
 
@@ -114,11 +131,17 @@ class UsageStore(ABC):
         True when this failure started a cooldown."""
 
     @abstractmethod
-    async def reserve(self, key: str, *, rpm_limit: int | None, tpm_limit: int | None) -> bool:
-        """Atomically: False when at a limit this minute, else count one request and True."""
+    async def reserve(
+        self, key: str, *, rpm_limit: int | None, tpm_limit: int | None, tokens: int = 0
+    ) -> bool:
+        """Atomically: False when at a limit this minute (`rpm_limit` requests, or `tpm_limit`
+        tokens once this request's own input `tokens` are added), else count one request and
+        its `tokens`, and True."""
 
     @abstractmethod
-    async def add_tokens(self, key: str, tokens: int) -> None: ...
+    async def add_tokens(self, key: str, tokens: int) -> None:
+        """Add `tokens` (negative: take back an overestimate) to this minute's count, which
+        never goes below 0."""
 
     @abstractmethod
     async def enter(self, key: str, call_id: str, ttl: float) -> None:
@@ -205,18 +228,22 @@ class LocalUsage(UsageStore):
             return True
         return False
 
-    async def reserve(self, key: str, *, rpm_limit: int | None, tpm_limit: int | None) -> bool:
+    async def reserve(
+        self, key: str, *, rpm_limit: int | None, tpm_limit: int | None, tokens: int = 0
+    ) -> bool:
         self._roll_minute()
         if rpm_limit is not None and self._requests[key] >= rpm_limit:
             return False
-        if tpm_limit is not None and self._tokens[key] >= tpm_limit:
+        if tpm_limit is not None and not _tokens_fit(self._tokens[key], tokens, tpm_limit):
             return False
         self._requests[key] += 1
+        if tokens:
+            self._tokens[key] += tokens
         return True
 
     async def add_tokens(self, key: str, tokens: int) -> None:
         self._roll_minute()
-        self._tokens[key] += tokens
+        self._tokens[key] = max(0, self._tokens[key] + tokens)
 
     async def enter(self, key: str, call_id: str, ttl: float) -> None:
         self._in_flight.setdefault(key, {})[call_id] = self._clock() + ttl
@@ -242,6 +269,12 @@ end
 return 0
 """
 
+
+def _tokens_fit(used: int, tokens: int, limit: int) -> bool:
+    # At the limit nothing fits, not even a request of unknown size (tokens 0).
+    return used < limit and used + tokens <= limit
+
+
 _COOL_DOWN = """
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
@@ -249,13 +282,30 @@ end
 return 1
 """
 
+# KEYS: this minute's rpm and tpm counters. ARGV: rpm limit, tpm limit (0 = none), counter
+# TTL, the request's estimated input tokens.
 _RESERVE = """
 local rpm_limit = tonumber(ARGV[1])
 local tpm_limit = tonumber(ARGV[2])
+local tokens = tonumber(ARGV[4])
 if rpm_limit > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= rpm_limit then return 0 end
-if tpm_limit > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= tpm_limit then return 0 end
+if tpm_limit > 0 then
+  local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if used >= tpm_limit or used + tokens > tpm_limit then return 0 end
+end
 redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+if tokens > 0 then
+  redis.call('INCRBY', KEYS[2], tokens)
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+return 1
+"""
+
+# KEYS[1]: this minute's tpm counter. ARGV: tokens (may be negative), counter TTL.
+_ADD_TOKENS = """
+if redis.call('INCRBY', KEYS[1], ARGV[1]) < 0 then redis.call('SET', KEYS[1], 0) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
@@ -298,6 +348,7 @@ class RedisUsage(UsageStore):
         self._note_failure = client.register_script(_NOTE_FAILURE)
         self._cool_down = client.register_script(_COOL_DOWN)
         self._reserve = client.register_script(_RESERVE)
+        self._add_tokens = client.register_script(_ADD_TOKENS)
 
     def key(self, deployment_key: str, kind: str) -> str:
         return f"{self._base}:{deployment_key}:{kind}"
@@ -344,20 +395,19 @@ class RedisUsage(UsageStore):
         )
         return bool(started)
 
-    async def reserve(self, key: str, *, rpm_limit: int | None, tpm_limit: int | None) -> bool:
+    async def reserve(
+        self, key: str, *, rpm_limit: int | None, tpm_limit: int | None, tokens: int = 0
+    ) -> bool:
         minute = current_minute()
         granted = await self._reserve(
             keys=[self.key(key, f"rpm:{minute}"), self.key(key, f"tpm:{minute}")],
-            args=[rpm_limit or 0, tpm_limit or 0, COUNTER_TTL],
+            args=[rpm_limit or 0, tpm_limit or 0, COUNTER_TTL, tokens],
         )
         return bool(granted)
 
     async def add_tokens(self, key: str, tokens: int) -> None:
         name = self.key(key, f"tpm:{current_minute()}")
-        pipe = self._client.pipeline(transaction=False)
-        pipe.incrby(name, tokens)
-        pipe.expire(name, COUNTER_TTL)
-        await pipe.execute()
+        await self._add_tokens(keys=[name], args=[tokens, COUNTER_TTL])
 
     async def enter(self, key: str, call_id: str, ttl: float) -> None:
         name = self.key(key, "inflight")
@@ -451,10 +501,16 @@ class ResilientUsage(UsageStore):
             ),
         )
 
-    async def reserve(self, key: str, *, rpm_limit: int | None, tpm_limit: int | None) -> bool:
+    async def reserve(
+        self, key: str, *, rpm_limit: int | None, tpm_limit: int | None, tokens: int = 0
+    ) -> bool:
         return await self._either(
-            lambda: self._primary.reserve(key, rpm_limit=rpm_limit, tpm_limit=tpm_limit),
-            lambda: self._fallback.reserve(key, rpm_limit=rpm_limit, tpm_limit=tpm_limit),
+            lambda: self._primary.reserve(
+                key, rpm_limit=rpm_limit, tpm_limit=tpm_limit, tokens=tokens
+            ),
+            lambda: self._fallback.reserve(
+                key, rpm_limit=rpm_limit, tpm_limit=tpm_limit, tokens=tokens
+            ),
         )
 
     async def add_tokens(self, key: str, tokens: int) -> None:
