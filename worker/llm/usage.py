@@ -17,6 +17,11 @@ share a slot and the Lua scripts stay cluster-safe):
                                                          trimmed to the last 60 s
     {prefix}:{<group>}:<deployment>:cooldown             SET PX <cooldown ms>
 
+Every time in Redis is Redis's own (`TIME`, read inside the Lua scripts): the minute of the
+counters and the in-flight deadlines, so workers whose clocks disagree still count the same
+minute and the same calls. The scripts derive the per-minute names from the deployment's key
+prefix; every name carries the group's hash tag, so they stay in the slot of the declared keys.
+
 `<deployment>` is `deployment_keys()`: the deployment's name plus a hash of its non-secret
 identity (provider, api_base, deployment, model, api_version, region); never a key or password.
 """
@@ -282,32 +287,75 @@ end
 return 1
 """
 
-# KEYS: this minute's rpm and tpm counters. ARGV: rpm limit, tpm limit (0 = none), counter
-# TTL, the request's estimated input tokens.
-_RESERVE = """
+# Server time in ms (`now`) and the epoch minute: the one clock every worker's calls agree on.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local minute = math.floor(tonumber(t[1]) / 60)
+"""
+
+# KEYS: each deployment's key prefix. Per deployment: rpm, tpm, calls in flight, cooling (0/1).
+_SNAPSHOT = (
+    _NOW
+    + """
+local out = {}
+for _, base in ipairs(KEYS) do
+  out[#out + 1] = tonumber(redis.call('GET', base .. ':rpm:' .. minute) or '0')
+  out[#out + 1] = tonumber(redis.call('GET', base .. ':tpm:' .. minute) or '0')
+  out[#out + 1] = redis.call('ZCOUNT', base .. ':inflight', now, '+inf')
+  out[#out + 1] = redis.call('EXISTS', base .. ':cooldown')
+end
+return out
+"""
+)
+
+# KEYS[1]: the deployment's key prefix. ARGV: rpm limit, tpm limit (0 = none), counter TTL,
+# the request's estimated input tokens.
+_RESERVE = (
+    _NOW
+    + """
+local rpm_key = KEYS[1] .. ':rpm:' .. minute
+local tpm_key = KEYS[1] .. ':tpm:' .. minute
 local rpm_limit = tonumber(ARGV[1])
 local tpm_limit = tonumber(ARGV[2])
 local tokens = tonumber(ARGV[4])
-if rpm_limit > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= rpm_limit then return 0 end
+if rpm_limit > 0 and tonumber(redis.call('GET', rpm_key) or '0') >= rpm_limit then return 0 end
 if tpm_limit > 0 then
-  local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local used = tonumber(redis.call('GET', tpm_key) or '0')
   if used >= tpm_limit or used + tokens > tpm_limit then return 0 end
 end
-redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('INCR', rpm_key)
+redis.call('EXPIRE', rpm_key, ARGV[3])
 if tokens > 0 then
-  redis.call('INCRBY', KEYS[2], tokens)
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  redis.call('INCRBY', tpm_key, tokens)
+  redis.call('EXPIRE', tpm_key, ARGV[3])
 end
 return 1
 """
+)
 
-# KEYS[1]: this minute's tpm counter. ARGV: tokens (may be negative), counter TTL.
-_ADD_TOKENS = """
-if redis.call('INCRBY', KEYS[1], ARGV[1]) < 0 then redis.call('SET', KEYS[1], 0) end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+# KEYS[1]: the deployment's key prefix. ARGV: tokens (may be negative), counter TTL.
+_ADD_TOKENS = (
+    _NOW
+    + """
+local tpm_key = KEYS[1] .. ':tpm:' .. minute
+if redis.call('INCRBY', tpm_key, ARGV[1]) < 0 then redis.call('SET', tpm_key, 0) end
+redis.call('EXPIRE', tpm_key, ARGV[2])
 return 1
 """
+)
+
+# KEYS[1]: the in-flight ZSET. ARGV: call id, ttl (ms).
+_ENTER = (
+    _NOW
+    + """
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PEXPIRE', KEYS[1], ttl + 1000)
+return 1
+"""
+)
 
 
 def redis_client(settings: RouterSettings) -> Redis | None:
@@ -347,29 +395,28 @@ class RedisUsage(UsageStore):
         self._base = f"{prefix}:{{{group}}}"
         self._note_failure = client.register_script(_NOTE_FAILURE)
         self._cool_down = client.register_script(_COOL_DOWN)
+        self._snapshot = client.register_script(_SNAPSHOT)
         self._reserve = client.register_script(_RESERVE)
         self._add_tokens = client.register_script(_ADD_TOKENS)
+        self._enter = client.register_script(_ENTER)
+        self._prefixes: dict[str, str] = {}
 
     def key(self, deployment_key: str, kind: str) -> str:
         return f"{self._base}:{deployment_key}:{kind}"
 
+    def _prefix(self, deployment_key: str) -> str:
+        prefix = self._prefixes.get(deployment_key)
+        if prefix is None:
+            prefix = self._prefixes[deployment_key] = f"{self._base}:{deployment_key}"
+        return prefix
+
     async def snapshot(self, keys: Sequence[str]) -> Snapshot:
-        minute = current_minute()
-        now_ms = int(time.time() * 1000)
-        pipe = self._client.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(self.key(key, f"rpm:{minute}"))
-            pipe.get(self.key(key, f"tpm:{minute}"))
-            pipe.zcount(self.key(key, "inflight"), now_ms, "+inf")
-            pipe.exists(self.key(key, "cooldown"))
-        values = await pipe.execute()
+        values = await self._snapshot(keys=[self._prefix(key) for key in keys])
         usage: dict[str, DeploymentUsage] = {}
         cooling: set[str] = set()
         for index, key in enumerate(keys):
             rpm, tpm, in_flight, cooldown = values[4 * index : 4 * index + 4]
-            usage[key] = DeploymentUsage(
-                in_flight=int(in_flight), rpm=int(rpm or 0), tpm=int(tpm or 0)
-            )
+            usage[key] = DeploymentUsage(in_flight=int(in_flight), rpm=int(rpm), tpm=int(tpm))
             if int(cooldown):
                 cooling.add(key)
         return Snapshot(usage, frozenset(cooling))
@@ -398,25 +445,16 @@ class RedisUsage(UsageStore):
     async def reserve(
         self, key: str, *, rpm_limit: int | None, tpm_limit: int | None, tokens: int = 0
     ) -> bool:
-        minute = current_minute()
         granted = await self._reserve(
-            keys=[self.key(key, f"rpm:{minute}"), self.key(key, f"tpm:{minute}")],
-            args=[rpm_limit or 0, tpm_limit or 0, COUNTER_TTL, tokens],
+            keys=[self._prefix(key)], args=[rpm_limit or 0, tpm_limit or 0, COUNTER_TTL, tokens]
         )
         return bool(granted)
 
     async def add_tokens(self, key: str, tokens: int) -> None:
-        name = self.key(key, f"tpm:{current_minute()}")
-        await self._add_tokens(keys=[name], args=[tokens, COUNTER_TTL])
+        await self._add_tokens(keys=[self._prefix(key)], args=[tokens, COUNTER_TTL])
 
     async def enter(self, key: str, call_id: str, ttl: float) -> None:
-        name = self.key(key, "inflight")
-        deadline_ms = int((time.time() + ttl) * 1000)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.zadd(name, {call_id: deadline_ms})
-        pipe.zremrangebyscore(name, "-inf", int(time.time() * 1000))
-        pipe.pexpire(name, int(ttl * 1000) + 1000)
-        await pipe.execute()
+        await self._enter(keys=[self.key(key, "inflight")], args=[call_id, int(ttl * 1000)])
 
     async def leave(self, key: str, call_id: str) -> None:
         await self._client.zrem(self.key(key, "inflight"), call_id)
