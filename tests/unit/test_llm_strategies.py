@@ -22,6 +22,7 @@ from worker.llm.strategies import (
     strategy_for,
     token_cost,
     usage_based,
+    within_limits,
 )
 
 
@@ -160,6 +161,18 @@ def test_usage_based_skips_deployments_at_their_limits_and_prefers_lowest_usage(
     assert set(tally(usage_based, candidates[:2], usage, 100)) == {"b"}  # equal tokens → requests
     full = {"a": DeploymentUsage(rpm=10), "b": DeploymentUsage(tpm=600)}
     assert usage_based(candidates[:2], full, random.Random(0)) is None
+
+
+def test_within_limits_counts_the_requests_own_input_tokens() -> None:
+    # litellm's usage-based-routing (lowest_tpm_rpm.py, 1.69.3-1.101) skips a deployment when
+    # `tpm_used + input_tokens > tpm`.
+    candidates = [candidate("a", tpm=100), candidate("b", rpm=5), candidate("c")]
+    usage = {"a": DeploymentUsage(tpm=90), "b": DeploymentUsage(rpm=4, tpm=10_000)}
+    assert [c.key for c in within_limits(candidates, usage, 10)] == ["a", "b", "c"]
+    assert [c.key for c in within_limits(candidates, usage, 11)] == ["b", "c"]
+    usage["b"] = DeploymentUsage(rpm=5)
+    assert [c.key for c in within_limits(candidates, usage, 0)] == ["a", "c"]
+    assert within_limits([candidates[0]], {"a": DeploymentUsage(tpm=100)}, 0) == []
 
 
 def test_usage_based_spreads_evenly_when_usage_is_counted() -> None:

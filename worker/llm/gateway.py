@@ -45,7 +45,7 @@ from worker.llm.model_group import Deployment, ModelGroup
 from worker.llm.providers import Endpoint, ProviderAnswer, TokenUsage, error_text, parse_json
 from worker.llm.redaction import Redactor, deployment_secrets
 from worker.llm.router_defaults import ROUTER_TIMEOUT, router_params
-from worker.llm.strategies import Candidate, strategy_for
+from worker.llm.strategies import Candidate, strategy_for, within_limits
 from worker.llm.transport import Transport
 from worker.llm.usage import (
     KEY_PREFIX,
@@ -310,7 +310,7 @@ class ModelGroupGateway:
         if not self._counts_usage:
             return self._strategy(candidates, usage, self._rng)
         tokens = prompt_tokens(prompt)
-        pool = list(candidates)
+        pool = within_limits(candidates, usage, tokens)
         while pool:
             choice = self._strategy(pool, usage, self._rng)
             if choice is None:

@@ -16,7 +16,8 @@ Semantics (litellm Router's, with its gaps closed):
   best. When every deployment is unmeasured and already being probed (the first calls after a
   start), random.
 - usage-based-routing: candidates at their `rpm` or `tpm` limit for the current minute are
-  skipped; then the lowest tokens used this minute, then the fewest requests, random among ties.
+  skipped (`within_limits` also skips those the request's own input tokens would take past
+  `tpm`); then the lowest tokens used this minute, then the fewest requests, random among ties.
   None when every candidate is at a limit.
 - cost-based-routing: cheapest `input_cost_per_token + output_cost_per_token`, random among ties.
   A deployment's own prices win, else the price table's for its model (worker.llm.prices), a half
@@ -168,11 +169,25 @@ def latency_based(buffer: float) -> Strategy:
     return pick
 
 
-def below_limits(candidate: Candidate, used: DeploymentUsage) -> bool:
+def tokens_fit(used: int, tokens: int, limit: int) -> bool:
+    """Whether a request of `tokens` input tokens fits a `limit` of which `used` are used (as
+    litellm's `tpm_used + input_tokens > tpm` test). At the limit nothing fits, not even a
+    request of unknown size (0 tokens)."""
+    return used < limit and used + tokens <= limit
+
+
+def below_limits(candidate: Candidate, used: DeploymentUsage, tokens: int = 0) -> bool:
     deployment = candidate.deployment
     if deployment.rpm is not None and used.rpm >= deployment.rpm:
         return False
-    return not (deployment.tpm is not None and used.tpm >= deployment.tpm)
+    return deployment.tpm is None or tokens_fit(used.tpm, tokens, deployment.tpm)
+
+
+def within_limits(
+    candidates: Sequence[Candidate], usage: UsageSnapshot, tokens: int
+) -> list[Candidate]:
+    """The candidates a request of `tokens` input tokens may still go to this minute."""
+    return [c for c in candidates if below_limits(c, _usage(usage, c), tokens)]
 
 
 def usage_based(

@@ -50,7 +50,7 @@ from redis.exceptions import RedisError
 from worker.llm.errors import AttemptError
 from worker.llm.model_group import Deployment, RouterSettings
 from worker.llm.redaction import Redactor
-from worker.llm.strategies import DeploymentUsage
+from worker.llm.strategies import DeploymentUsage, tokens_fit
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class LocalUsage(UsageStore):
         self._roll_minute()
         if rpm_limit is not None and self._requests[key] >= rpm_limit:
             return False
-        if tpm_limit is not None and not _tokens_fit(self._tokens[key], tokens, tpm_limit):
+        if tpm_limit is not None and not tokens_fit(self._tokens[key], tokens, tpm_limit):
             return False
         self._requests[key] += 1
         if tokens:
@@ -273,11 +273,6 @@ if redis.call('ZCARD', KEYS[1]) > tonumber(ARGV[2]) and tonumber(ARGV[3]) > 0 th
 end
 return 0
 """
-
-
-def _tokens_fit(used: int, tokens: int, limit: int) -> bool:
-    # At the limit nothing fits, not even a request of unknown size (tokens 0).
-    return used < limit and used + tokens <= limit
 
 
 _COOL_DOWN = """
