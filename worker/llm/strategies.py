@@ -143,28 +143,35 @@ def latency_based(buffer: float) -> Strategy:
     ) -> Candidate | None:
         if not candidates:
             return None
-        measured: list[tuple[Candidate, DeploymentUsage]] = []
+        # One pass to classify and find the best (fewest failures, then lowest latency), one
+        # to collect those within the buffer: two small lists, as before this ranking.
         unmeasured: list[Candidate] = []
+        measured = False
+        fewest = 0
+        best = 0.0
         for c in candidates:
             used = usage.get(c.key, _IDLE)
-            if used.latency is not None:
-                measured.append((c, used))
-            elif not used.probing:
-                unmeasured.append(c)
+            latency = used.latency
+            if latency is None:
+                if not used.probing:
+                    unmeasured.append(c)
+            elif (
+                not measured
+                or used.failures < fewest
+                or (used.failures == fewest and latency < best)
+            ):
+                measured, fewest, best = True, used.failures, latency
         if unmeasured:
             return rng.choice(unmeasured)  # this call probes it
         if not measured:
             return rng.choice(candidates)  # nothing known yet, and every one is being probed
-        failures = min(used.failures for _, used in measured)
-        best = min(used.latency or 0.0 for _, used in measured if used.failures == failures)
         limit = best * (1.0 + buffer)
-        return rng.choice(
-            [
-                c
-                for c, used in measured
-                if used.failures == failures and (used.latency or 0.0) <= limit
-            ]
-        )
+        near: list[Candidate] = []
+        for c in candidates:
+            used = usage.get(c.key, _IDLE)
+            if used.latency is not None and used.failures == fewest and used.latency <= limit:
+                near.append(c)
+        return rng.choice(near)
 
     return pick
 
