@@ -117,6 +117,41 @@ async def test_cost_based_picks_cheapest_randomly_among_equal_prices(fake: FakeL
     assert fake.count("cheap1") >= 15 and fake.count("cheap2") >= 15
 
 
+async def test_cost_based_prices_known_models_and_tries_unpriced_ones_last(
+    fake: FakeLLMServer,
+) -> None:
+    # No prices written: litellm's table prices gpt-4o-mini below gpt-4o; a self-hosted model
+    # has no price, so it is tried only after both (never as free, never before a priced one).
+    own = {"provider": "self-hosted", "model": "our-llama", "api_base": f"{fake.url}/v1"}
+    g = group(
+        model(fake, "gpt-4o"),
+        own,
+        model(fake, "gpt-4o-mini"),
+        routing_strategy="cost-based-routing",
+        num_retries=2,
+        allowed_fails=0,
+        cooldown_time=60,
+    )
+    async with gateway(g) as gw:
+        assert {(await gw.complete("hi")).deployment for _ in range(10)} == {"gpt-4o-mini"}
+        fake.script("gpt-4o-mini", status=500)
+        completion = await gw.complete("hi")
+        assert (completion.deployment, completion.attempts) == ("gpt-4o", 2)
+        fake.script("gpt-4o", status=500)
+        completion = await gw.complete("hi")
+        assert (completion.deployment, completion.attempts) == ("our-llama", 2)
+    assert fake.count("our-llama") == 1
+    # A deployment's own prices win over the table.
+    fake.clear()
+    g = group(
+        model(fake, "gpt-4o", input_cost_per_token=1e-9, output_cost_per_token=1e-9),
+        model(fake, "gpt-4o-mini"),
+        routing_strategy="cost-based-routing",
+    )
+    async with gateway(g) as gw:
+        assert {(await gw.complete("hi")).deployment for _ in range(10)} == {"gpt-4o"}
+
+
 async def test_failover_when_a_deployment_returns_500(fake: FakeLLMServer) -> None:
     fake.script("bad", status=500)
     g = group(model(fake, "bad"), model(fake, "good"), num_retries=2, allowed_fails=1000)

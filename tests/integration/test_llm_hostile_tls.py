@@ -252,6 +252,7 @@ async def test_the_gateway_counts_a_black_holed_handshake_as_a_timeout_and_as_la
     assert f"timed out in the TLS handshake with 127.0.0.1:{port} after 0.3 s" in caplog.text
     assert "connection error" not in caplog.text
     assert state.latency.recent(holed) == 0.3  # a timeout is a latency sample of its timeout
+    assert state.latency.failures(holed) == 1  # and a failure: ranked behind healthy ones
 
 
 async def test_a_scheme_less_https_proxy_tunnels_to_a_private_ca_deployment(

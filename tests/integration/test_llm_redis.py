@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import random
 import socket
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from worker.fake_llm import FakeLLMServer
 from worker.llm.errors import RateLimitsReached
 from worker.llm.gateway import ModelGroupGateway
 from worker.llm.model_group import ModelGroup
-from worker.llm.usage import ResilientUsage
+from worker.llm.usage import RedisUsage, ResilientUsage, prompt_tokens
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,6 +185,78 @@ async def test_every_key_expires(fake: FakeLLMServer, redis: Redis, prefix: str)
     for key in keys:
         assert await redis.pttl(key) != -1, key  # -1: a key without expiry
         assert "sk-" not in key
+
+
+@contextlib.contextmanager
+def skewed_clock(monkeypatch: pytest.MonkeyPatch, seconds: float) -> Iterator[None]:
+    """This process's wall clock `seconds` off, as another worker's may be (what the minute
+    keys and in-flight deadlines were once computed from)."""
+    real = time.time
+    with monkeypatch.context() as patch:
+        patch.setattr(time, "time", lambda: real() + seconds)
+        yield
+
+
+async def test_workers_with_skewed_clocks_share_the_minute_and_the_calls_in_flight(
+    redis: Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two workers' stores, one clock 5 minutes ahead, the other 5 minutes behind: Redis's TIME
+    # decides the minute and the in-flight window for both.
+    ahead, behind = (RedisUsage(redis, "skew", prefix=prefix) for _ in range(2))
+    with skewed_clock(monkeypatch, +300):
+        assert await ahead.reserve("d", rpm_limit=2, tpm_limit=None, tokens=40)
+        await ahead.enter("d", "call-ahead", ttl=30)
+    with skewed_clock(monkeypatch, -300):
+        snapshot = await behind.snapshot(["d"])
+        assert (snapshot.usage["d"].rpm, snapshot.usage["d"].tpm) == (1, 40)
+        assert snapshot.usage["d"].in_flight == 1
+        assert await behind.reserve("d", rpm_limit=2, tpm_limit=None)
+        await behind.enter("d", "call-behind", ttl=30)
+        await behind.add_tokens("d", 10)
+    with skewed_clock(monkeypatch, +300):
+        assert not await ahead.reserve("d", rpm_limit=2, tpm_limit=None)  # the same minute: full
+        snapshot = await ahead.snapshot(["d"])
+        assert (snapshot.usage["d"].rpm, snapshot.usage["d"].tpm) == (2, 50)
+        assert snapshot.usage["d"].in_flight == 2  # the other's call is within its deadline
+    seconds, _ = await redis.time()
+    counters = sorted([key async for key in redis.scan_iter(match=f"{prefix}:{{skew}}:d:*pm:*")])
+    minute = seconds // 60
+    assert counters in (
+        [f"{prefix}:{{skew}}:d:rpm:{minute}", f"{prefix}:{{skew}}:d:tpm:{minute}"],
+        # the minute may have turned since the calls
+        [f"{prefix}:{{skew}}:d:rpm:{minute - 1}", f"{prefix}:{{skew}}:d:tpm:{minute - 1}"],
+    )
+    inflight = f"{prefix}:{{skew}}:d:inflight"
+    deadlines = [await redis.zscore(inflight, call) for call in ("call-ahead", "call-behind")]
+    now_ms = seconds * 1000
+    assert all(d is not None and now_ms < d <= now_ms + 31_000 for d in deadlines)
+
+
+async def test_usage_based_counts_the_requests_own_input_tokens_against_tpm(
+    fake: FakeLLMServer, redis: Redis, prefix: str
+) -> None:
+    # litellm skips a deployment when `tpm_used + input_tokens > tpm` (lowest_tpm_rpm.py). The
+    # prompt's estimate just fits deployment a's tpm once; its answer then reports the fake's
+    # own count (a word a token, plus one for the answer), which stays on the counter. b has
+    # used more this minute, so a is the lowest while its tpm lets it be picked.
+    prompt = "word " * 100
+    estimate = prompt_tokens(prompt)
+    assert estimate > 101
+    spec = group_dict(
+        fake,
+        {"model": "a", "tpm": estimate},
+        {"model": "b"},
+        routing_strategy="usage-based-routing",
+        num_retries=0,
+    )
+    async with gateway(spec, prefix) as one, gateway(spec, prefix, seed=5) as two:
+        keys = one.deployment_keys
+        await one.store.add_tokens(keys["b"], 1000)
+        picks = [(await gw.complete(prompt)).deployment for gw in (one, two, one, two)]
+        usage = (await two.store.snapshot([keys["a"], keys["b"]])).usage
+    # The first call fits a (0 + estimate <= tpm); after it, 101 + estimate does not.
+    assert picks == ["a", "b", "b", "b"]
+    assert (usage[keys["a"]].tpm, usage[keys["b"]].tpm) == (101, 1000 + 3 * 101)
 
 
 def free_port() -> int:

@@ -315,3 +315,29 @@ def test_validate_files_with_a_broken_config(workdir: Path) -> None:
     problems = validate_files(config, [], None, {})
     assert problems[0] == "no endpoints file given"
     assert problems[1].startswith("config.yml:2: invalid YAML")
+
+
+# gpt-4o-mini is in the price table, the self-hosted Llama is not, and sets no price.
+COST_ENDPOINTS = ENDPOINTS.replace("simple-shuffle", "cost-based-routing")
+
+
+def test_an_unpriced_deployment_of_cost_based_routing_is_warned_at_start_and_in_validate(
+    workdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = llm_config("    llm: {model_group: router-llm}")
+    endpoints = write("endpoints.yml", COST_ENDPOINTS)
+    with caplog.at_level(logging.WARNING, logger="worker.config.app_config"):
+        app = load(config, endpoints)
+    [warning] = [w for w in app.warnings if "cost-based-routing" in w]
+    assert warning.startswith(
+        "endpoints.yml: model_groups[0] (id router-llm).models[1]: cost-based-routing has no "
+        "price for deployment 'meta-llama/Llama-3.1-8B-Instruct'"
+    )
+    assert "tried only after every priced deployment" in warning
+    assert warning in caplog.text
+    warnings: list[str] = []
+    assert validate_files(config, [endpoints], None, ENVIRON, warnings=warnings) == []
+    assert warning in warnings
+    # Another strategy never looks at prices: nothing to say.
+    shuffled = write("shuffle.yml", COST_ENDPOINTS.replace("cost-based-routing", "least-busy"))
+    assert not [w for w in load(config, shuffled).warnings if "cost-based-routing" in w]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from worker.llm.model_group import Deployment, RouterSettings
+from worker.llm.prices import price_table
 from worker.llm.strategies import (
     Candidate,
     DeploymentUsage,
@@ -21,6 +22,7 @@ from worker.llm.strategies import (
     strategy_for,
     token_cost,
     usage_based,
+    within_limits,
 )
 
 
@@ -102,6 +104,43 @@ def test_latency_based_tries_unmeasured_first_then_the_fastest_within_buffer() -
     assert spread["fast"] / 3000 == pytest.approx(0.5, abs=0.04)
 
 
+def test_latency_based_leaves_a_deployment_being_probed_to_its_probe() -> None:
+    candidates = [candidate("fast"), candidate("aged")]
+    probed = {"fast": DeploymentUsage(latency=0.1), "aged": DeploymentUsage(probing=True)}
+    assert set(tally(latency_based(0.0), candidates, probed, 200)) == {"fast"}
+    # Not being probed: the next call is its probe.
+    waiting = {"fast": DeploymentUsage(latency=0.1), "aged": DeploymentUsage()}
+    assert set(tally(latency_based(0.0), candidates, waiting, 100)) == {"aged"}
+
+
+def test_latency_based_spreads_when_every_deployment_is_being_probed() -> None:
+    # The first calls after a start: nothing is known of any deployment, each has its probe.
+    candidates = [candidate("a"), candidate("b"), candidate("c")]
+    usage = {k: DeploymentUsage(probing=True) for k in "abc"}
+    picks = tally(latency_based(0.0), candidates, usage)
+    assert all(count / 3000 == pytest.approx(1 / 3, abs=0.03) for count in picks.values())
+    # One of them not probed yet: that one is probed first.
+    usage["c"] = DeploymentUsage()
+    assert set(tally(latency_based(0.0), candidates, usage, 100)) == {"c"}
+
+
+def test_latency_based_ranks_a_failing_deployment_behind_every_healthy_one() -> None:
+    candidates = [candidate("failed-fast"), candidate("slow"), candidate("slower")]
+    usage = {
+        # A fast 5xx: quicker than any answer, but a failure in the window.
+        "failed-fast": DeploymentUsage(latency=0.002, failures=1),
+        "slow": DeploymentUsage(latency=2.0),
+        "slower": DeploymentUsage(latency=2.5),
+    }
+    assert set(tally(latency_based(0.0), candidates, usage, 200)) == {"slow"}
+    # The buffer applies among the healthy ones only.
+    assert set(tally(latency_based(0.3), candidates, usage)) == {"slow", "slower"}
+    # Everything failing: the fewest failures first, then the latency.
+    usage["slow"] = DeploymentUsage(latency=2.0, failures=2)
+    usage["slower"] = DeploymentUsage(latency=2.5, failures=1)
+    assert set(tally(latency_based(0.0), candidates, usage, 200)) == {"failed-fast"}
+
+
 def test_latency_buffer_is_read_from_routing_strategy_args_first() -> None:
     assert lowest_latency_buffer(RouterSettings(lowest_latency_buffer=0.2)) == 0.2
     settings = RouterSettings(
@@ -122,6 +161,18 @@ def test_usage_based_skips_deployments_at_their_limits_and_prefers_lowest_usage(
     assert set(tally(usage_based, candidates[:2], usage, 100)) == {"b"}  # equal tokens → requests
     full = {"a": DeploymentUsage(rpm=10), "b": DeploymentUsage(tpm=600)}
     assert usage_based(candidates[:2], full, random.Random(0)) is None
+
+
+def test_within_limits_counts_the_requests_own_input_tokens() -> None:
+    # litellm's usage-based-routing (lowest_tpm_rpm.py, 1.69.3-1.101) skips a deployment when
+    # `tpm_used + input_tokens > tpm`.
+    candidates = [candidate("a", tpm=100), candidate("b", rpm=5), candidate("c")]
+    usage = {"a": DeploymentUsage(tpm=90), "b": DeploymentUsage(rpm=4, tpm=10_000)}
+    assert [c.key for c in within_limits(candidates, usage, 10)] == ["a", "b", "c"]
+    assert [c.key for c in within_limits(candidates, usage, 11)] == ["b", "c"]
+    usage["b"] = DeploymentUsage(rpm=5)
+    assert [c.key for c in within_limits(candidates, usage, 0)] == ["a", "c"]
+    assert within_limits([candidates[0]], {"a": DeploymentUsage(tpm=100)}, 0) == []
 
 
 def test_usage_based_spreads_evenly_when_usage_is_counted() -> None:
@@ -151,6 +202,41 @@ def test_cost_based_picks_cheapest_and_randomises_equal_prices() -> None:
     assert token_cost(candidates[3].deployment) == float("inf")
     only_output = candidate("x", output_cost_per_token=1e-6)
     assert token_cost(only_output.deployment) == 1e-6
+
+
+def test_cost_based_prices_known_models_from_the_table() -> None:
+    # No prices written: gpt-4o-mini is cheaper than gpt-4o by the table (litellm's).
+    candidates = [candidate("gpt-4o"), candidate("gpt-4o-mini")]
+    assert set(tally(cost_based, candidates, {}, 100)) == {"gpt-4o-mini"}
+    table = price_table().prices
+    assert token_cost(candidates[1].deployment) == pytest.approx(sum(table["gpt-4o-mini"]))
+
+
+def test_cost_based_explicit_prices_win_over_the_table() -> None:
+    cheap_4o = candidate("gpt-4o", input_cost_per_token=1e-9, output_cost_per_token=1e-9)
+    assert set(tally(cost_based, [cheap_4o, candidate("gpt-4o-mini")], {}, 100)) == {"gpt-4o"}
+    # An explicit 0 is a price (litellm would ignore it as unset): free beats everything.
+    free = candidate("gpt-4o", input_cost_per_token=0.0, output_cost_per_token=0.0)
+    assert set(tally(cost_based, [candidate("gpt-4o-mini"), free], {}, 100)) == {"gpt-4o"}
+    # One half written: the other half from the table.
+    half = candidate("gpt-4o", input_cost_per_token=1e-9)
+    assert token_cost(half.deployment) == pytest.approx(1e-9 + price_table().prices["gpt-4o"][1])
+
+
+def test_cost_based_ranks_unpriced_deployments_after_priced_ones() -> None:
+    own = Deployment(provider="self-hosted", model="our-llama", api_base="http://gpu:8000/v1")
+    unpriced = [Candidate("own", own), candidate("not-in-any-table")]
+    dearest = candidate("gpt-4", input_cost_per_token=1.0, output_cost_per_token=1.0)
+    assert set(tally(cost_based, [*unpriced, dearest], {}, 200)) == {"gpt-4"}
+    # Among the unpriced ones only: random, neither counts as free.
+    picks = tally(cost_based, unpriced, {})
+    assert picks["own"] / 3000 == pytest.approx(0.5, abs=0.04)
+
+
+def test_a_candidates_cost_is_computed_once() -> None:
+    c = candidate("gpt-4o-mini")
+    assert c.cost is c.cost
+    assert c.cost == token_cost(c.deployment)
 
 
 def test_strategies_are_reproducible_with_a_seed() -> None:

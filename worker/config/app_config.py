@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -41,6 +41,7 @@ from worker.config.errors import ConfigError, display_name, problem, validation_
 from worker.config.flows import load_flows
 from worker.config.rasa_config import RasaConfig, read_rasa_config
 from worker.llm.model_group import Deployment, ModelGroup
+from worker.llm.prices import unpriced_warning
 from worker.llm.router_defaults import bias_mismatch
 from worker.rasa.releases import DEFAULT_RASA, RasaVersion
 from worker.routing.domain import Domain, SessionConfig
@@ -279,10 +280,13 @@ def session_ttl(
     return kafka_ttl
 
 
-def _bias_warnings(
-    group: ModelGroup | None, rasa: RasaVersion, config: RasaConfig, read: EndpointsRead
+def _deployment_warnings(
+    group: ModelGroup | None,
+    config: RasaConfig,
+    read: EndpointsRead,
+    message_for: Callable[[Deployment], str | None],
 ) -> list[str]:
-    """A warning per deployment that gets Rasa's logit bias for another tokenizer."""
+    """A warning per deployment of `group` that `message_for` has something to say about."""
     if group is None:
         return []
     if group.id == INLINE_GROUP_ID:
@@ -292,11 +296,32 @@ def _bias_warnings(
         file, where = read.file, f"model_groups[{index}] (id {group.id})"
     found = []
     for i, deployment in enumerate(group.models):
-        message = bias_mismatch(deployment, rasa.behaviour.llm)
+        message = message_for(deployment)
         if message is not None:
             at = where if group.id == INLINE_GROUP_ID else f"{where}.models[{i}]"
-            found.append(problem(file, at, message.replace("Rasa ", f"{rasa} ", 1)))
+            found.append(problem(file, at, message))
     return found
+
+
+def _bias_warnings(
+    group: ModelGroup | None, rasa: RasaVersion, config: RasaConfig, read: EndpointsRead
+) -> list[str]:
+    """A warning per deployment that gets Rasa's logit bias for another tokenizer."""
+
+    def message(deployment: Deployment) -> str | None:
+        found = bias_mismatch(deployment, rasa.behaviour.llm)
+        return None if found is None else found.replace("Rasa ", f"{rasa} ", 1)
+
+    return _deployment_warnings(group, config, read, message)
+
+
+def _price_warnings(group: ModelGroup | None, config: RasaConfig, read: EndpointsRead) -> list[str]:
+    """cost-based-routing: a warning per deployment it cannot price (ranked last)."""
+    if group is None or len(group.models) < 2:
+        return []
+    if group.settings.routing_strategy != "cost-based-routing":
+        return []
+    return _deployment_warnings(group, config, read, unpriced_warning)
 
 
 def _unique(problems: list[str]) -> list[str]:
@@ -343,6 +368,7 @@ def load_app_config(
     if read.endpoints.nlu is None and not isinstance(router, LLMBasedRouterConfig):
         log.info("%s has no nlu: endpoint; messages without parse_data have no intent", read.file)
     warnings.extend(_bias_warnings(llm_group, rasa, rasa_config, read))
+    warnings.extend(_price_warnings(llm_group, rasa_config, read))
     ttl = session_ttl(
         read.endpoints.kafka.session_ttl,
         assistant.domain.session if assistant.domain is not None else SessionConfig(),
@@ -417,6 +443,7 @@ def validate_files(
         if router_llm is not None and "model_group" in router_llm and read.endpoints is not None:
             group = read.endpoints.model_groups.get(str(router_llm["model_group"]))
         warnings.extend(_bias_warnings(group, rasa, rasa_config, read))
+        warnings.extend(_price_warnings(group, rasa_config, read))
         if read.endpoints is not None:
             session_ttl(
                 read.endpoints.kafka.session_ttl,

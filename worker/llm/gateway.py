@@ -27,7 +27,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from yarl import URL
@@ -45,7 +45,7 @@ from worker.llm.model_group import Deployment, ModelGroup
 from worker.llm.providers import Endpoint, ProviderAnswer, TokenUsage, error_text, parse_json
 from worker.llm.redaction import Redactor, deployment_secrets
 from worker.llm.router_defaults import ROUTER_TIMEOUT, router_params
-from worker.llm.strategies import Candidate, strategy_for
+from worker.llm.strategies import Candidate, strategy_for, within_limits
 from worker.llm.transport import Transport
 from worker.llm.usage import (
     KEY_PREFIX,
@@ -55,6 +55,7 @@ from worker.llm.usage import (
     ResilientUsage,
     UsageStore,
     deployment_keys,
+    prompt_tokens,
     redis_client,
     redis_location,
 )
@@ -267,13 +268,12 @@ class ModelGroupGateway:
                 continue
             usage: Mapping[str, Any] = snapshot.usage
             if self._uses_latency:
-                usage = {
-                    key: replace(value, latency=self._latency.recent(key))
-                    for key, value in snapshot.usage.items()
-                }
-            choice = await self._choose(fresh, usage)
+                usage = self._latency.usage(snapshot.usage)
+            choice = await self._choose(fresh, usage, prompt)
             if choice is None:
                 raise failure(RateLimitsReached, "every deployment is at its rpm/tpm limit")
+            if self._uses_latency:  # no await since the usage was read: one probe at a time
+                self._latency.probe(choice.key, self._timeouts[choice.key])
             attempts += 1
             tried.add(choice.key)
             last_name = choice.name
@@ -281,6 +281,7 @@ class ModelGroupGateway:
                 answer = await self._attempt(choice, prompt)
             except AttemptError as error:
                 last = error
+                self._latency.failed(choice.key, error, self._timeouts[choice.key])
                 log.info(
                     "model group %r: deployment %r failed (attempt %d of %d): %s",
                     self.group_id,
@@ -304,11 +305,12 @@ class ModelGroupGateway:
         raise failure(AttemptsExhausted, "every attempt failed")
 
     async def _choose(
-        self, candidates: Sequence[Candidate], usage: Mapping[str, Any]
+        self, candidates: Sequence[Candidate], usage: Mapping[str, Any], prompt: str
     ) -> Candidate | None:
         if not self._counts_usage:
             return self._strategy(candidates, usage, self._rng)
-        pool = list(candidates)
+        tokens = prompt_tokens(prompt)
+        pool = within_limits(candidates, usage, tokens)
         while pool:
             choice = self._strategy(pool, usage, self._rng)
             if choice is None:
@@ -317,7 +319,7 @@ class ModelGroupGateway:
             # the atomic reservation decides, and a refused deployment leaves the pool.
             deployment = choice.deployment
             if await self.store.reserve(
-                choice.key, rpm_limit=deployment.rpm, tpm_limit=deployment.tpm
+                choice.key, rpm_limit=deployment.rpm, tpm_limit=deployment.tpm, tokens=tokens
             ):
                 return choice
             pool.remove(choice)
@@ -346,13 +348,9 @@ class ModelGroupGateway:
             response = await self._transport.post(key, request.headers, request.body, timeout)
         except HttpError as exc:
             # Connect, TLS handshake or answer: a timeout (HttpTimeout) is a latency
-            # measurement too: the deployment took at least this long.
+            # measurement too (recorded with the attempt's failure): it took this long.
             timed_out = isinstance(exc, TimeoutError)
-            if timed_out:
-                self._latency.record(candidate.key, timeout)
-                description = f"{exc} after {timeout:g} s"
-            else:
-                description = f"{exc.kind}: {exc}"
+            description = f"{exc} after {timeout:g} s" if timed_out else f"{exc.kind}: {exc}"
             raise AttemptError(
                 self._redact(description),
                 retryable=True,
@@ -383,7 +381,9 @@ class ModelGroupGateway:
             ) from None
         self._latency.record(candidate.key, elapsed)
         if self._counts_usage and answer.usage.total_tokens:
-            await self.store.add_tokens(candidate.key, answer.usage.total_tokens)
+            # The reservation counted the prompt's estimate: correct it to the reported usage.
+            tokens = answer.usage.total_tokens - prompt_tokens(prompt)
+            await self.store.add_tokens(candidate.key, tokens)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "model group %r: deployment %r answered in %d ms",

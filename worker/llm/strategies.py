@@ -8,14 +8,20 @@ Semantics (litellm Router's, with its gaps closed):
   unit) or as the mean of the others' values (for `rpm`/`tpm`, which have no unit). litellm gives
   such a candidate weight 0 instead, i.e. never picks it. No key anywhere: uniform.
 - least-busy: fewest calls in flight, random among ties.
-- latency-based-routing: deployments without a recent measurement first (random among them);
-  otherwise random among those whose recent latency is within `lowest_latency_buffer` (a fraction:
-  0.5 = up to 50 % slower than the best) of the best.
+- latency-based-routing: a deployment without a recent measurement first, but only one call at a
+  time probes it (a deployment another call is probing is left to that call); then the fewest
+  failed attempts in the window (a failure is a penalty: a failing deployment ranks behind every
+  healthy one while its window holds the failure), then random among those whose recent latency
+  is within `lowest_latency_buffer` (a fraction: 0.5 = up to 50 % slower than the best) of the
+  best. When every deployment is unmeasured and already being probed (the first calls after a
+  start), random.
 - usage-based-routing: candidates at their `rpm` or `tpm` limit for the current minute are
-  skipped; then the lowest tokens used this minute, then the fewest requests, random among ties.
+  skipped (`within_limits` also skips those the request's own input tokens would take past
+  `tpm`); then the lowest tokens used this minute, then the fewest requests, random among ties.
   None when every candidate is at a limit.
-- cost-based-routing: cheapest `input_cost_per_token + output_cost_per_token` (a missing half
-  counts 0; a deployment with neither is priced unknown, after every priced one), random among ties.
+- cost-based-routing: cheapest `input_cost_per_token + output_cost_per_token`, random among ties.
+  A deployment's own prices win, else the price table's for its model (worker.llm.prices), a half
+  known to neither counts 0; a deployment priced by neither is unpriced: after every priced one.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ import random
 from bisect import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import accumulate
 
 from worker.llm.model_group import Deployment, RouterSettings
+from worker.llm.prices import deployment_prices
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,11 @@ class Candidate:
     def name(self) -> str:
         return self.deployment.name
 
+    @cached_property
+    def cost(self) -> float:
+        """Price per input plus output token (math.inf when unpriced); computed once."""
+        return token_cost(self.deployment)
+
 
 @dataclass(frozen=True)
 class DeploymentUsage:
@@ -48,6 +61,8 @@ class DeploymentUsage:
     rpm: int = 0  # requests started in the current minute
     tpm: int = 0  # tokens used in the current minute
     latency: float | None = None  # recent latency in seconds; None = not measured recently
+    failures: int = 0  # failed attempts among the recent latency samples
+    probing: bool = False  # unmeasured, and a call is probing it now
 
 
 UsageSnapshot = Mapping[str, DeploymentUsage]
@@ -128,22 +143,58 @@ def latency_based(buffer: float) -> Strategy:
     ) -> Candidate | None:
         if not candidates:
             return None
-        unmeasured = [c for c in candidates if _usage(usage, c).latency is None]
+        # One pass to classify and find the best (fewest failures, then lowest latency), one
+        # to collect those within the buffer: two small lists, as before this ranking.
+        unmeasured: list[Candidate] = []
+        measured = False
+        fewest = 0
+        best = 0.0
+        for c in candidates:
+            used = usage.get(c.key, _IDLE)
+            latency = used.latency
+            if latency is None:
+                if not used.probing:
+                    unmeasured.append(c)
+            elif (
+                not measured
+                or used.failures < fewest
+                or (used.failures == fewest and latency < best)
+            ):
+                measured, fewest, best = True, used.failures, latency
         if unmeasured:
-            return rng.choice(unmeasured)
-        latencies = {c.key: _usage(usage, c).latency or 0.0 for c in candidates}
-        best = min(latencies.values())
+            return rng.choice(unmeasured)  # this call probes it
+        if not measured:
+            return rng.choice(candidates)  # nothing known yet, and every one is being probed
         limit = best * (1.0 + buffer)
-        return rng.choice([c for c in candidates if latencies[c.key] <= limit])
+        near: list[Candidate] = []
+        for c in candidates:
+            used = usage.get(c.key, _IDLE)
+            if used.latency is not None and used.failures == fewest and used.latency <= limit:
+                near.append(c)
+        return rng.choice(near)
 
     return pick
 
 
-def below_limits(candidate: Candidate, used: DeploymentUsage) -> bool:
+def tokens_fit(used: int, tokens: int, limit: int) -> bool:
+    """Whether a request of `tokens` input tokens fits a `limit` of which `used` are used (as
+    litellm's `tpm_used + input_tokens > tpm` test). At the limit nothing fits, not even a
+    request of unknown size (0 tokens)."""
+    return used < limit and used + tokens <= limit
+
+
+def below_limits(candidate: Candidate, used: DeploymentUsage, tokens: int = 0) -> bool:
     deployment = candidate.deployment
     if deployment.rpm is not None and used.rpm >= deployment.rpm:
         return False
-    return not (deployment.tpm is not None and used.tpm >= deployment.tpm)
+    return deployment.tpm is None or tokens_fit(used.tpm, tokens, deployment.tpm)
+
+
+def within_limits(
+    candidates: Sequence[Candidate], usage: UsageSnapshot, tokens: int
+) -> list[Candidate]:
+    """The candidates a request of `tokens` input tokens may still go to this minute."""
+    return [c for c in candidates if below_limits(c, _usage(usage, c), tokens)]
 
 
 def usage_based(
@@ -156,17 +207,21 @@ def usage_based(
 
 
 def token_cost(deployment: Deployment) -> float:
-    costs = (deployment.input_cost_per_token, deployment.output_cost_per_token)
-    if all(cost is None for cost in costs):
+    """`input_cost_per_token + output_cost_per_token` as cost-based-routing ranks it."""
+    prices = deployment_prices(deployment)
+    if prices is None:
         return math.inf
     # Rounded so equal prices written as different splits (1e-6 + 2e-6 vs 1.5e-6 + 1.5e-6) tie.
-    return float(f"{sum(cost or 0.0 for cost in costs):.12g}")
+    return float(f"{sum(prices):.12g}")
 
 
 def cost_based(
     candidates: Sequence[Candidate], usage: UsageSnapshot, rng: random.Random
 ) -> Candidate | None:
-    return _lowest(candidates, lambda c: (token_cost(c.deployment),), rng)
+    if not candidates:
+        return None
+    best = min(c.cost for c in candidates)
+    return rng.choice([c for c in candidates if c.cost == best])
 
 
 def lowest_latency_buffer(settings: RouterSettings) -> float:

@@ -7,13 +7,20 @@ Redis key layout (every key expires; `{group}` is a Redis Cluster hash tag, so o
 share a slot and the Lua scripts stay cluster-safe):
 
     {prefix}:{<group>}:<deployment>:rpm:<epoch minute>   INCR by a Lua check-and-increment, EX 120
-    {prefix}:{<group>}:<deployment>:tpm:<epoch minute>   INCRBY tokens, EX 120
+    {prefix}:{<group>}:<deployment>:tpm:<epoch minute>   INCRBY tokens, EX 120: a request's
+                                                         estimated input tokens when it is
+                                                         reserved, corrected by its answer's usage
     {prefix}:{<group>}:<deployment>:inflight             ZSET call id -> deadline (ms); counted
                                                          from now on, so a crashed worker's calls
                                                          vanish at their deadline
     {prefix}:{<group>}:<deployment>:fails                ZSET of failure times (server clock),
                                                          trimmed to the last 60 s
     {prefix}:{<group>}:<deployment>:cooldown             SET PX <cooldown ms>
+
+Every time in Redis is Redis's own (`TIME`, read inside the Lua scripts): the minute of the
+counters and the in-flight deadlines, so workers whose clocks disagree still count the same
+minute and the same calls. The scripts derive the per-minute names from the deployment's key
+prefix; every name carries the group's hash tag, so they stay in the slot of the declared keys.
 
 `<deployment>` is `deployment_keys()`: the deployment's name plus a hash of its non-secret
 identity (provider, api_base, deployment, model, api_version, region); never a key or password.
@@ -30,7 +37,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -40,9 +47,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from worker.llm.errors import AttemptError
 from worker.llm.model_group import Deployment, RouterSettings
 from worker.llm.redaction import Redactor
-from worker.llm.strategies import DeploymentUsage
+from worker.llm.strategies import DeploymentUsage, tokens_fit
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +91,21 @@ def current_minute(now: float | None = None) -> int:
     return int((time.time() if now is None else now) // 60)
 
 
+# litellm counts a chat request's input as its messages' tokens plus 3 per message, 1 for the
+# role and 3 that prime the reply (token_counter, 1.69.3-1.101): one user message adds 7.
+MESSAGE_TOKENS = 7
+
+
+def prompt_tokens(prompt: str) -> int:
+    """The input tokens of a request carrying `prompt`, estimated before it is sent: one token
+    per 4 bytes of UTF-8 (OpenAI's rule of thumb for English, and near it for other scripts,
+    whose characters take more bytes and more tokens), plus the message's framing. An estimate
+    by design: each model has its own tokenizer, and a tokenizer per call would cost more than
+    the rest of the call; the minute's counter is corrected by the usage the answer reports."""
+    size = len(prompt) if prompt.isascii() else len(prompt.encode("utf-8", "surrogatepass"))
+    return MESSAGE_TOKENS + (size + 3) // 4
+
+
 _IDLE = DeploymentUsage()
 _NONE: frozenset[str] = frozenset()
 
@@ -113,11 +136,17 @@ class UsageStore(ABC):
         True when this failure started a cooldown."""
 
     @abstractmethod
-    async def reserve(self, key: str, *, rpm_limit: int | None, tpm_limit: int | None) -> bool:
-        """Atomically: False when at a limit this minute, else count one request and True."""
+    async def reserve(
+        self, key: str, *, rpm_limit: int | None, tpm_limit: int | None, tokens: int = 0
+    ) -> bool:
+        """Atomically: False when at a limit this minute (`rpm_limit` requests, or `tpm_limit`
+        tokens once this request's own input `tokens` are added), else count one request and
+        its `tokens`, and True."""
 
     @abstractmethod
-    async def add_tokens(self, key: str, tokens: int) -> None: ...
+    async def add_tokens(self, key: str, tokens: int) -> None:
+        """Add `tokens` (negative: take back an overestimate) to this minute's count, which
+        never goes below 0."""
 
     @abstractmethod
     async def enter(self, key: str, call_id: str, ttl: float) -> None:
@@ -204,18 +233,22 @@ class LocalUsage(UsageStore):
             return True
         return False
 
-    async def reserve(self, key: str, *, rpm_limit: int | None, tpm_limit: int | None) -> bool:
+    async def reserve(
+        self, key: str, *, rpm_limit: int | None, tpm_limit: int | None, tokens: int = 0
+    ) -> bool:
         self._roll_minute()
         if rpm_limit is not None and self._requests[key] >= rpm_limit:
             return False
-        if tpm_limit is not None and self._tokens[key] >= tpm_limit:
+        if tpm_limit is not None and not tokens_fit(self._tokens[key], tokens, tpm_limit):
             return False
         self._requests[key] += 1
+        if tokens:
+            self._tokens[key] += tokens
         return True
 
     async def add_tokens(self, key: str, tokens: int) -> None:
         self._roll_minute()
-        self._tokens[key] += tokens
+        self._tokens[key] = max(0, self._tokens[key] + tokens)
 
     async def enter(self, key: str, call_id: str, ttl: float) -> None:
         self._in_flight.setdefault(key, {})[call_id] = self._clock() + ttl
@@ -241,6 +274,7 @@ end
 return 0
 """
 
+
 _COOL_DOWN = """
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
@@ -248,15 +282,75 @@ end
 return 1
 """
 
-_RESERVE = """
+# Server time in ms (`now`) and the epoch minute: the one clock every worker's calls agree on.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local minute = math.floor(tonumber(t[1]) / 60)
+"""
+
+# KEYS: each deployment's key prefix. Per deployment: rpm, tpm, calls in flight, cooling (0/1).
+_SNAPSHOT = (
+    _NOW
+    + """
+local out = {}
+for _, base in ipairs(KEYS) do
+  out[#out + 1] = tonumber(redis.call('GET', base .. ':rpm:' .. minute) or '0')
+  out[#out + 1] = tonumber(redis.call('GET', base .. ':tpm:' .. minute) or '0')
+  out[#out + 1] = redis.call('ZCOUNT', base .. ':inflight', now, '+inf')
+  out[#out + 1] = redis.call('EXISTS', base .. ':cooldown')
+end
+return out
+"""
+)
+
+# KEYS[1]: the deployment's key prefix. ARGV: rpm limit, tpm limit (0 = none), counter TTL,
+# the request's estimated input tokens.
+_RESERVE = (
+    _NOW
+    + """
+local rpm_key = KEYS[1] .. ':rpm:' .. minute
+local tpm_key = KEYS[1] .. ':tpm:' .. minute
 local rpm_limit = tonumber(ARGV[1])
 local tpm_limit = tonumber(ARGV[2])
-if rpm_limit > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= rpm_limit then return 0 end
-if tpm_limit > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= tpm_limit then return 0 end
-redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+local tokens = tonumber(ARGV[4])
+if rpm_limit > 0 and tonumber(redis.call('GET', rpm_key) or '0') >= rpm_limit then return 0 end
+if tpm_limit > 0 then
+  local used = tonumber(redis.call('GET', tpm_key) or '0')
+  if used >= tpm_limit or used + tokens > tpm_limit then return 0 end
+end
+redis.call('INCR', rpm_key)
+redis.call('EXPIRE', rpm_key, ARGV[3])
+if tokens > 0 then
+  redis.call('INCRBY', tpm_key, tokens)
+  redis.call('EXPIRE', tpm_key, ARGV[3])
+end
 return 1
 """
+)
+
+# KEYS[1]: the deployment's key prefix. ARGV: tokens (may be negative), counter TTL.
+_ADD_TOKENS = (
+    _NOW
+    + """
+local tpm_key = KEYS[1] .. ':tpm:' .. minute
+if redis.call('INCRBY', tpm_key, ARGV[1]) < 0 then redis.call('SET', tpm_key, 0) end
+redis.call('EXPIRE', tpm_key, ARGV[2])
+return 1
+"""
+)
+
+# KEYS[1]: the in-flight ZSET. ARGV: call id, ttl (ms).
+_ENTER = (
+    _NOW
+    + """
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PEXPIRE', KEYS[1], ttl + 1000)
+return 1
+"""
+)
 
 
 def redis_client(settings: RouterSettings) -> Redis | None:
@@ -296,28 +390,28 @@ class RedisUsage(UsageStore):
         self._base = f"{prefix}:{{{group}}}"
         self._note_failure = client.register_script(_NOTE_FAILURE)
         self._cool_down = client.register_script(_COOL_DOWN)
+        self._snapshot = client.register_script(_SNAPSHOT)
         self._reserve = client.register_script(_RESERVE)
+        self._add_tokens = client.register_script(_ADD_TOKENS)
+        self._enter = client.register_script(_ENTER)
+        self._prefixes: dict[str, str] = {}
 
     def key(self, deployment_key: str, kind: str) -> str:
         return f"{self._base}:{deployment_key}:{kind}"
 
+    def _prefix(self, deployment_key: str) -> str:
+        prefix = self._prefixes.get(deployment_key)
+        if prefix is None:
+            prefix = self._prefixes[deployment_key] = f"{self._base}:{deployment_key}"
+        return prefix
+
     async def snapshot(self, keys: Sequence[str]) -> Snapshot:
-        minute = current_minute()
-        now_ms = int(time.time() * 1000)
-        pipe = self._client.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(self.key(key, f"rpm:{minute}"))
-            pipe.get(self.key(key, f"tpm:{minute}"))
-            pipe.zcount(self.key(key, "inflight"), now_ms, "+inf")
-            pipe.exists(self.key(key, "cooldown"))
-        values = await pipe.execute()
+        values = await self._snapshot(keys=[self._prefix(key) for key in keys])
         usage: dict[str, DeploymentUsage] = {}
         cooling: set[str] = set()
         for index, key in enumerate(keys):
             rpm, tpm, in_flight, cooldown = values[4 * index : 4 * index + 4]
-            usage[key] = DeploymentUsage(
-                in_flight=int(in_flight), rpm=int(rpm or 0), tpm=int(tpm or 0)
-            )
+            usage[key] = DeploymentUsage(in_flight=int(in_flight), rpm=int(rpm), tpm=int(tpm))
             if int(cooldown):
                 cooling.add(key)
         return Snapshot(usage, frozenset(cooling))
@@ -343,29 +437,19 @@ class RedisUsage(UsageStore):
         )
         return bool(started)
 
-    async def reserve(self, key: str, *, rpm_limit: int | None, tpm_limit: int | None) -> bool:
-        minute = current_minute()
+    async def reserve(
+        self, key: str, *, rpm_limit: int | None, tpm_limit: int | None, tokens: int = 0
+    ) -> bool:
         granted = await self._reserve(
-            keys=[self.key(key, f"rpm:{minute}"), self.key(key, f"tpm:{minute}")],
-            args=[rpm_limit or 0, tpm_limit or 0, COUNTER_TTL],
+            keys=[self._prefix(key)], args=[rpm_limit or 0, tpm_limit or 0, COUNTER_TTL, tokens]
         )
         return bool(granted)
 
     async def add_tokens(self, key: str, tokens: int) -> None:
-        name = self.key(key, f"tpm:{current_minute()}")
-        pipe = self._client.pipeline(transaction=False)
-        pipe.incrby(name, tokens)
-        pipe.expire(name, COUNTER_TTL)
-        await pipe.execute()
+        await self._add_tokens(keys=[self._prefix(key)], args=[tokens, COUNTER_TTL])
 
     async def enter(self, key: str, call_id: str, ttl: float) -> None:
-        name = self.key(key, "inflight")
-        deadline_ms = int((time.time() + ttl) * 1000)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.zadd(name, {call_id: deadline_ms})
-        pipe.zremrangebyscore(name, "-inf", int(time.time() * 1000))
-        pipe.pexpire(name, int(ttl * 1000) + 1000)
-        await pipe.execute()
+        await self._enter(keys=[self.key(key, "inflight")], args=[call_id, int(ttl * 1000)])
 
     async def leave(self, key: str, call_id: str) -> None:
         await self._client.zrem(self.key(key, "inflight"), call_id)
@@ -450,10 +534,16 @@ class ResilientUsage(UsageStore):
             ),
         )
 
-    async def reserve(self, key: str, *, rpm_limit: int | None, tpm_limit: int | None) -> bool:
+    async def reserve(
+        self, key: str, *, rpm_limit: int | None, tpm_limit: int | None, tokens: int = 0
+    ) -> bool:
         return await self._either(
-            lambda: self._primary.reserve(key, rpm_limit=rpm_limit, tpm_limit=tpm_limit),
-            lambda: self._fallback.reserve(key, rpm_limit=rpm_limit, tpm_limit=tpm_limit),
+            lambda: self._primary.reserve(
+                key, rpm_limit=rpm_limit, tpm_limit=tpm_limit, tokens=tokens
+            ),
+            lambda: self._fallback.reserve(
+                key, rpm_limit=rpm_limit, tpm_limit=tpm_limit, tokens=tokens
+            ),
         )
 
     async def add_tokens(self, key: str, tokens: int) -> None:
@@ -484,10 +574,17 @@ async def _nothing() -> None:
 
 
 class LatencyWindows:
-    """Recent latencies per deployment, a true sliding window: the last `size` samples that are
+    """Recent attempts per deployment, a true sliding window: the last `size` samples that are
     at most `max_age` seconds old. Kept per worker (each worker measures its own path to a
-    deployment). A deployment whose samples all aged out counts as unmeasured again, so a once
-    slow deployment is re-probed at least every `max_age` seconds."""
+    deployment).
+
+    A success is a sample of its latency. A failed attempt that says the deployment is unwell
+    (`failed`) is a sample of its time too (a timeout: the whole timeout), marked as a failure:
+    the latency strategy ranks a deployment with fewer failures in its window first, so a
+    failing deployment stays behind every healthy one for as long as its window holds the
+    failure. A deployment whose samples all aged out counts as unmeasured again, and is probed
+    again, by one call at a time (`probe`): other calls leave it to that call and go elsewhere.
+    """
 
     def __init__(
         self, *, size: int = 10, max_age: float = 60.0, clock: Callable[[], float] = time.monotonic
@@ -495,20 +592,79 @@ class LatencyWindows:
         self._size = max(1, size)
         self._max_age = max_age
         self._clock = clock
-        self._samples: dict[str, deque[tuple[float, float]]] = {}
+        # (time, seconds, failed) per deployment key, oldest first.
+        self._samples: dict[str, deque[tuple[float, float, bool]]] = {}
+        self._probes: dict[str, float] = {}  # deployment key -> when its probe's claim lapses
 
     def record(self, key: str, seconds: float) -> None:
-        samples = self._samples.setdefault(key, deque(maxlen=self._size))
-        samples.append((self._clock(), seconds))
+        """A successful attempt that took `seconds`."""
+        self._add(key, seconds, False)
 
-    def recent(self, key: str) -> float | None:
-        """Mean of the window, or None when nothing recent was measured."""
+    def failed(self, key: str, error: AttemptError, timeout: float) -> None:
+        """An attempt failed with `error` (its deadline was `timeout` seconds). A timeout, a
+        connection or TLS failure, a 5xx or 408, an unreadable answer, a 401/403/404 (every
+        failure that counts towards a cooldown) is a penalty sample; a 429 (cooled down for its
+        Retry-After instead) and the request's own 4xx are none."""
+        if error.counts and error.status != 429:
+            seconds = timeout if error.timed_out else (error.elapsed or 0.0)
+            self._add(key, seconds, True)
+        elif self._probes:
+            self._probes.pop(key, None)
+
+    def _add(self, key: str, seconds: float, failed: bool) -> None:
+        samples = self._samples.get(key)
+        if samples is None:
+            samples = self._samples[key] = deque(maxlen=self._size)
+        samples.append((self._clock(), seconds, failed))
+        if self._probes:
+            self._probes.pop(key, None)  # measured: no probe needed any more
+
+    def _window(self, key: str, now: float) -> deque[tuple[float, float, bool]] | None:
         samples = self._samples.get(key)
         if not samples:
             return None
-        oldest = self._clock() - self._max_age
+        oldest = now - self._max_age
         while samples and samples[0][0] < oldest:
             samples.popleft()
-        if not samples:
+        return samples or None
+
+    def recent(self, key: str) -> float | None:
+        """Mean of the window (failed attempts included), or None when nothing is recent."""
+        samples = self._window(key, self._clock())
+        if samples is None:
             return None
-        return sum(value for _, value in samples) / len(samples)
+        return sum(sample[1] for sample in samples) / len(samples)
+
+    def failures(self, key: str) -> int:
+        """Failed attempts in the window."""
+        samples = self._window(key, self._clock())
+        return sum(sample[2] for sample in samples) if samples else 0
+
+    def probe(self, key: str, seconds: float) -> None:
+        """A call is about to try `key`. When nothing recent is known of it and no other call
+        is probing it, this call is its probe, for at most `seconds` (its attempt's deadline;
+        the claim ends sooner with the attempt's outcome)."""
+        now = self._clock()
+        if self._window(key, now) is None and self._probes.get(key, 0.0) <= now:
+            self._probes[key] = now + seconds
+
+    def usage(self, usage: Mapping[str, DeploymentUsage]) -> dict[str, DeploymentUsage]:
+        """`usage` with each deployment's latency, failures and probing added."""
+        now = self._clock()
+        probes = self._probes
+        merged: dict[str, DeploymentUsage] = {}
+        for key, used in usage.items():
+            samples = self._window(key, now)
+            if samples is None:
+                probing = bool(probes) and probes.get(key, 0.0) > now
+                merged[key] = DeploymentUsage(used.in_flight, used.rpm, used.tpm, None, 0, probing)
+                continue
+            total = 0.0
+            failures = 0
+            for _, seconds, failed in samples:
+                total += seconds
+                failures += failed
+            merged[key] = DeploymentUsage(
+                used.in_flight, used.rpm, used.tpm, total / len(samples), failures
+            )
+        return merged
