@@ -65,12 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(args.log_level, args.log_format)
     if args.command == "validate":
+        warnings: list[str] = []
         problems = validate_files(
             Path(args.config),
             [Path(p) for p in args.endpoints],
             Path(args.flows) if args.flows else None,
             os.environ,
+            warnings=warnings,
         )
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         for problem in problems:
             print(problem, file=sys.stderr)
         if problems:

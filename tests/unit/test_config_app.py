@@ -151,8 +151,9 @@ def test_inline_llm_loads_with_a_deprecation_warning(
     assert group.id == INLINE_GROUP_ID
     [model] = group.models
     assert (model.provider, model.model, model.timeout) == ("openai", "gpt-4o-mini", 7)
-    # Rasa merges its defaults into an inline config of the same provider; the user's win.
-    assert model.extra_body() == {"temperature": 0.1, "max_tokens": 1}
+    # Rasa merges its defaults into an inline config of the same provider; the user's win. Rasa
+    # 3.11.14+ renames max_tokens (openai_client_config.py).
+    assert model.extra_body() == {"temperature": 0.1, "max_completion_tokens": 1}
     # Like Rasa <= 3.10, the key comes from OPENAI_API_KEY.
     assert model.api_key == SecretStr("openai-key-value")
 
@@ -166,13 +167,16 @@ def test_inline_llm_of_another_provider_gets_no_openai_defaults(workdir: Path) -
     assert (model.provider, model.api_key, model.extra_body()) == ("ollama", None, {})
 
 
-def test_inline_llm_with_literal_key_is_refused(workdir: Path) -> None:
+def test_inline_llm_with_a_key_is_refused(workdir: Path) -> None:
+    # Rasa 3.11.20 engine/validation.py validate_model_client_configuration_setup_during_
+    # training_time: any secret key in an inline llm config, a reference too.
     config = llm_config("    llm: {provider: openai, model: gpt-4o-mini, api_key: sk-abc}")
     with pytest.warns(DeprecationWarning):
         problems = problems_of(config, write("endpoints.yml", ""))
     assert problems == [
-        "config.yml: pipeline[0] (LLMBasedRouter).llm.api_key: must be written as ${VAR}, a "
-        "literal secret is refused"
+        "config.yml: pipeline[0] (LLMBasedRouter).llm.api_key: is not allowed in config.yml "
+        "(Rasa refuses secrets there): it is read from the environment (OPENAI_API_KEY, "
+        "AZURE_API_KEY, …)"
     ]
 
 
@@ -192,7 +196,7 @@ def test_no_llm_uses_rasa_default(workdir: Path) -> None:
     [model] = app.llm_group.models
     assert DEFAULT_OPENAI_CHAT_MODEL_NAME == "gpt-3.5-turbo"
     assert (model.provider, model.model, model.timeout) == ("openai", "gpt-3.5-turbo", 7)
-    assert model.extra_body() == {"temperature": 0.0, "max_tokens": 1}
+    assert model.extra_body() == {"temperature": 0.0, "max_completion_tokens": 1}
     assert model.api_key == SecretStr("openai-key-value")
 
 

@@ -50,12 +50,13 @@ def tokenizer_model(deployment: Deployment) -> str | None:
 
 
 def router_params(deployment: Deployment) -> dict[str, Any]:
-    """Body defaults for one deployment; the deployment's own keys override them."""
-    params: dict[str, Any] = {
-        "temperature": ROUTER_TEMPERATURE,
-        "max_tokens": ROUTER_MAX_TOKENS,
-    }
+    """Every body parameter of the router's request to `deployment`: these defaults under the
+    deployment's own keys."""
+    params: dict[str, Any] = {"temperature": ROUTER_TEMPERATURE}
+    if "max_completion_tokens" not in deployment.extra_body():  # Rasa's alias of max_tokens
+        params["max_tokens"] = ROUTER_MAX_TOKENS
     ids = token_ids_for(tokenizer_model(deployment))
     if ids is not None:
         params["logit_bias"] = {str(token): LOGIT_BIAS_VALUE for token in ids}
+    params.update(deployment.extra_body())
     return params

@@ -497,6 +497,14 @@ class LatencyWindows:
         self._clock = clock
         self._samples: dict[str, deque[tuple[float, float]]] = {}
 
+    def configure(self, *, size: int, max_age: float) -> None:
+        """New window limits (a reloaded `routing_strategy_args`), keeping the newest samples."""
+        self._size = max(1, size)
+        self._max_age = max_age
+        for key, samples in self._samples.items():
+            if samples.maxlen != self._size:
+                self._samples[key] = deque(samples, maxlen=self._size)
+
     def record(self, key: str, seconds: float) -> None:
         samples = self._samples.setdefault(key, deque(maxlen=self._size))
         samples.append((self._clock(), seconds))
