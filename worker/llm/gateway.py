@@ -259,22 +259,24 @@ class ModelGroupGateway:
         """Shared-state key of each deployment, by deployment name."""
         return {c.name: c.key for c in self._candidates}
 
-    async def complete(self, prompt: str) -> Completion:
+    async def complete(self, prompt: str, *, chain: FallbackChain | None = None) -> Completion:
         """One completion of `prompt` (sent as one user message), from this group or, once it
-        has failed, from its fallbacks; GatewayError when none."""
-        return await self._chain(prompt, time.monotonic(), 0, {self.group_id})
-
-    async def _chain(self, prompt: str, started: float, depth: int, tried: set[str]) -> Completion:
+        has failed, from its fallbacks; GatewayError when none. `chain`: the call this one falls
+        back for (given by the gateway that falls back)."""
+        started = time.monotonic() if chain is None else chain.started
         self._active += 1
         self._idle.clear()
         try:
             try:
                 return await self._complete(prompt, started)
             except GatewayError as error:
+                depth = 0 if chain is None else chain.depth
                 if not self._fallbacks or depth >= self.settings.max_fallbacks:
                     raise
                 first = error
-            return await self._fall_back(prompt, started, depth, tried, first)
+            if chain is None:
+                chain = FallbackChain(started, 0, {self.group_id})
+            return await self._fall_back(prompt, chain, first)
         finally:
             self._active -= 1
             if self._active == 0:
@@ -283,13 +285,14 @@ class ModelGroupGateway:
                     await self._release()
 
     async def _fall_back(
-        self, prompt: str, started: float, depth: int, tried: set[str], first: GatewayError
+        self, prompt: str, chain: FallbackChain, first: GatewayError
     ) -> Completion:
         failure, attempts = first, first.attempts
+        deeper = FallbackChain(chain.started, chain.depth + 1, chain.tried)
         for fallback in self._fallbacks:
-            if fallback.group_id in tried:
+            if fallback.group_id in chain.tried:
                 continue
-            tried.add(fallback.group_id)
+            chain.tried.add(fallback.group_id)
             log.warning(
                 "model group %r failed (%s); falling back to model group %r",
                 self.group_id,
@@ -297,7 +300,7 @@ class ModelGroupGateway:
                 fallback.group_id,
             )
             try:
-                completion = await fallback._chain(prompt, started, depth + 1, tried)
+                completion = await fallback.complete(prompt, chain=deeper)
             except GatewayError as error:
                 failure, attempts = error, attempts + error.attempts
                 continue
@@ -323,8 +326,10 @@ class ModelGroupGateway:
         attempts = 0
         rounds = 0
         tried: set[str] = set()
-        refused: set[str] = set()  # deployments that refused this request (a request error)
-        unproven: list[tuple[Candidate, AttemptError]] = []
+        # Deployments that refused this request (a request error), not yet counted: made on the
+        # first such failure only (most calls have none).
+        refused: set[str] | None = None
+        unproven: list[tuple[Candidate, AttemptError]] | None = None
         last: AttemptError | None = None
         last_name: str | None = None
 
@@ -354,7 +359,7 @@ class ModelGroupGateway:
                 raise failure(AllDeploymentsCoolingDown, "every deployment is cooling down")
             fresh = [c for c in healthy if c.key not in tried] if tried else healthy
             if not fresh:
-                if all(c.key in refused for c in healthy):
+                if refused is not None and all(c.key in refused for c in healthy):
                     raise failure(RequestRejected, "every deployment refused the request")
                 # Every healthy deployment already failed this call: wait a little, then
                 # start over among them (re-reading health after the wait).
@@ -400,14 +405,17 @@ class ModelGroupGateway:
                     if error.refused:
                         raise failure(RequestRejected, "the request was refused") from None
                 elif error.request_error:
+                    if refused is None or unproven is None:
+                        refused, unproven = set(), []
                     refused.add(choice.key)
                     unproven.append((choice, error))
                 else:
                     await self._note_failure(choice, error)
                 continue
             # Another deployment answered this request: the request errors were their own.
-            for candidate, refusal in unproven:
-                await self._note_failure(candidate, refusal)
+            if unproven:
+                for candidate, refusal in unproven:
+                    await self._note_failure(candidate, refusal)
             return Completion(
                 text=answer.text,
                 deployment=choice.name,
@@ -621,6 +629,15 @@ class ModelGroupGateway:
 
 
 GatewayFactory = Callable[[ModelGroup, GroupState], ModelGroupGateway]
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackChain:
+    """A call falling back through groups: when it started, how deep it is, the groups tried."""
+
+    started: float
+    depth: int
+    tried: set[str]
 
 
 def fallback_closure(groups: Mapping[str, ModelGroup], start: str) -> list[str]:
