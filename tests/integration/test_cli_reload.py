@@ -93,7 +93,8 @@ async def test_sighup_applies_groups_flows_and_prompt_and_refuses_router_and_kaf
 
                 async def route(sender: str, text: str, count: int) -> dict[str, Any]:
                     await produce(bootstrap, f"in-{tag}", [user_message(sender, text)])
-                    return routed((await reader.wait_for(count))[-1])["routing"]
+                    routing: dict[str, Any] = routed((await reader.wait_for(count))[-1])["routing"]
+                    return routing
 
                 assert (await route("r0", "hello", 1))["llm"]["deployment"] == "alpha"
 

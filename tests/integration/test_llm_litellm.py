@@ -133,7 +133,7 @@ def test_without_the_extra_the_error_names_it(
         return real(name, package)
 
     monkeypatch.setattr(litellm_served, "_module", None)
-    monkeypatch.setattr(litellm_served.importlib, "import_module", no_litellm)
+    monkeypatch.setattr(importlib, "import_module", no_litellm)
     path = tmp_path / "endpoints.yml"
     path.write_text(
         "model_groups:\n  - id: g\n    models:\n      - provider: gemini\n"

@@ -24,7 +24,8 @@ from worker.config.env import (
 )
 from worker.config.yaml_files import _EnvReferenceLoader
 
-WHERE = {"file": "endpoints.yml", "path": "model_groups[0] (id router-llm).models[1]"}
+FILE, PATH = "endpoints.yml", "model_groups[0] (id router-llm).models[1]"
+WHERE = {"file": FILE, "path": PATH}
 ENV = {"K": "key-value", "HOST": "llm.internal", "EMPTY": ""}
 
 
@@ -34,7 +35,7 @@ def load(text: str) -> Any:
 
 def at_load(value: Any, environ: dict[str, str] = ENV) -> tuple[Any, list[str]]:
     problems: list[str] = []
-    return expand_at_load(value, environ=environ, problems=problems, **WHERE), problems
+    return expand_at_load(value, file=FILE, path=PATH, environ=environ, problems=problems), problems
 
 
 def test_only_plain_scalars_are_references() -> None:
@@ -79,9 +80,10 @@ def test_resolve_expands_every_string_and_refuses_what_is_left() -> None:
     problems: list[str] = []
     resolved = resolve(
         {"api_key": "${K}x", "api_base": "https://${NOPE}/v1", "nested": {"a": ["${HOST}"]}},
+        file=FILE,
+        path=PATH,
         environ=ENV,
         problems=problems,
-        **WHERE,
     )
     assert resolved["api_key"] == "key-valuex"  # `${K}x`: the value of K, then x
     assert resolved["nested"] == {"a": ["llm.internal"]}

@@ -508,7 +508,9 @@ class ModelGroupGateway:
                 status=status,
                 elapsed=elapsed,
             ) from None
-        await self._answered(candidate, answer, elapsed)
+        self._answered(candidate, elapsed)
+        if self._counts_usage and answer.usage.total_tokens:
+            await self.store.add_tokens(key, answer.usage.total_tokens)
         return answer
 
     async def _served_attempt(
@@ -528,7 +530,9 @@ class ModelGroupGateway:
         finally:
             if call_id:
                 await self.store.leave(key, call_id)
-        await self._answered(candidate, answer, time.monotonic() - sent)
+        self._answered(candidate, time.monotonic() - sent)
+        if self._counts_usage and answer.usage.total_tokens:
+            await self.store.add_tokens(key, answer.usage.total_tokens)
         return answer
 
     async def _enter(self, key: str, timeout: float) -> str:
@@ -537,10 +541,8 @@ class ModelGroupGateway:
         await self.store.enter(key, call_id, timeout + IN_FLIGHT_GRACE)
         return call_id
 
-    async def _answered(self, candidate: Candidate, answer: ProviderAnswer, elapsed: float) -> None:
+    def _answered(self, candidate: Candidate, elapsed: float) -> None:
         self._latency.record(candidate.key, elapsed)
-        if self._counts_usage and answer.usage.total_tokens:
-            await self.store.add_tokens(candidate.key, answer.usage.total_tokens)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "model group %r: deployment %r answered in %d ms",
