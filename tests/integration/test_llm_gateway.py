@@ -505,3 +505,33 @@ async def test_a_reload_keeps_in_flight_calls_on_the_fallbacks_they_were_linked_
     completion = await registry.get("A").complete("hi")
     assert (completion.group, completion.deployment) == ("B", "b-new")
     await registry.close()
+
+
+async def test_a_reloaded_routing_strategy_args_applies_to_the_kept_history(
+    fake: FakeLLMServer,
+) -> None:
+    # The reload bug: a changed routing_strategy_args was silently not applied (the
+    # group's latency window kept the first file's size).
+    def latency_group(size: int) -> ModelGroup:
+        return group(
+            model(fake, "a"),
+            routing_strategy="latency-based-routing",
+            routing_strategy_args={"max_latency_list_size": size},
+        )
+
+    states: list[GroupState] = []
+
+    def build(gr: ModelGroup, state: GroupState) -> ModelGroupGateway:
+        states.append(state)
+        return ModelGroupGateway(gr, state=state)
+
+    registry = GatewayRegistry({"router-llm": latency_group(10)}, factory=build)
+    window = states[0].latency
+    key = registry.get("router-llm").deployment_keys["a"]
+    for seconds in (1.0, 2.0, 3.0):
+        window.record(key, seconds)
+    assert window.recent(key) == 2.0
+    registry.replace({"router-llm": latency_group(1)})
+    assert states[1] is states[0]  # the same history …
+    assert window.recent(key) == 3.0  # … under the new window: only the newest sample
+    await registry.close()
