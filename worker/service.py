@@ -106,7 +106,8 @@ class LiveRouter(CoexistenceRouter):
     """The router the worker holds for its whole life: each decision is made by the routing
     configuration current when it starts (`swap` replaces it between two decisions)."""
 
-    def __init__(self, current: CoexistenceRouter) -> None:  # noqa: D107 - no super(): delegates
+    def __init__(self, current: CoexistenceRouter) -> None:
+        # No CoexistenceRouter.__init__: every decision is the current router's.
         self._current = current
 
     @property
