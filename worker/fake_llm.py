@@ -1,4 +1,5 @@
-"""A scriptable stand-in for OpenAI, Azure OpenAI, Ollama and AWS Bedrock LLM deployments.
+"""A scriptable stand-in for OpenAI, Azure OpenAI, Ollama, AWS Bedrock and Anthropic LLM
+deployments.
 
 Used by the tests, by `coexistence-router demo` and by compose. Every endpoint speaks the
 provider's real wire format (the official `openai` SDK and botocore's `bedrock-runtime` client
@@ -16,6 +17,9 @@ Routes (the deployment is what `script()` keys on):
   a request without `"stream": false` is answered as a newline-delimited JSON stream.
 - Bedrock: `POST /model/{modelId}/converse`; deployment = the URL-decoded model id. With
   `bedrock_credentials`, the SigV4 signature is recomputed with botocore and checked.
+- Anthropic Messages API: `POST /v1/messages`, which needs `x-api-key` (or a Bearer token) and
+  `anthropic-version` headers and `max_tokens`; deployment = body `model`. `stream: true` is
+  answered with Anthropic's server-sent events. (What litellm's `anthropic` provider calls.)
 
 A scripted `latency` counts from the arrival of the request's first bytes, as a remote server's
 would: the fake's own work, and its queue behind other requests on a busy CPU, is not added to it.
@@ -54,7 +58,9 @@ __all__ = ["DEFAULT_SCRIPT", "FakeLLMServer", "FakeRequest", "main"]
 # the standalone server uses it so any model name a config happens to use gets the same behaviour.
 DEFAULT_SCRIPT = "*"
 
-Flavor = Literal["openai_chat", "openai_text", "ollama_chat", "ollama_generate", "bedrock"]
+Flavor = Literal[
+    "openai_chat", "openai_text", "ollama_chat", "ollama_generate", "bedrock", "anthropic"
+]
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,18 @@ _OPENAI_ERROR_TYPES: dict[int, tuple[str, str | None]] = {
     408: ("timeout", None),
     429: ("requests", "rate_limit_exceeded"),
     503: ("server_error", "service_unavailable"),
+}
+
+# https://docs.anthropic.com/en/api/errors
+_ANTHROPIC_ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
 }
 
 _BEDROCK_ERROR_TYPES: dict[int, str] = {
@@ -213,8 +231,23 @@ def _bedrock_prompt_texts(body: dict[str, Any]) -> list[str]:
     return texts
 
 
+def _anthropic_prompt_texts(body: dict[str, Any]) -> list[str]:
+    """The prompt's texts in an Anthropic Messages request (system may be blocks too)."""
+    system = body.get("system")
+    texts = [
+        str(block.get("text", ""))
+        for block in (system if isinstance(system, list) else [])
+        if isinstance(block, dict)
+    ]
+    return texts + _openai_prompt_texts(body)
+
+
 def _prompt_texts(flavor: Flavor, body: dict[str, Any]) -> list[str]:
-    return _bedrock_prompt_texts(body) if flavor == "bedrock" else _openai_prompt_texts(body)
+    if flavor == "bedrock":
+        return _bedrock_prompt_texts(body)
+    if flavor == "anthropic":
+        return _anthropic_prompt_texts(body)
+    return _openai_prompt_texts(body)
 
 
 def _format_seconds(value: float) -> str:
@@ -283,6 +316,7 @@ class FakeLLMServer:
         app.router.add_post("/api/chat", self._ollama_chat)
         app.router.add_post("/api/generate", self._ollama_generate)
         app.router.add_post("/model/{model_id}/converse", self._bedrock_converse)
+        app.router.add_post("/v1/messages", self._anthropic_messages)
         app.router.add_get("/health", self._health)
         # handler_cancellation: a client that gives up (timeout, disconnect) cancels its handler,
         # so `in_flight` drops as soon as the client is gone, as a real server's would.
@@ -534,6 +568,27 @@ class FakeLLMServer:
             return self._error(flavor, 400, "model is required")
         return await self._serve(request, flavor, deployment, body)
 
+    async def _anthropic_messages(self, request: web.Request) -> web.StreamResponse:
+        body = await self._read_body(request)
+        model = (body or {}).get("model")
+        deployment = model if isinstance(model, str) else ""
+        self._record(request, deployment, body or {})
+        flavor: Flavor = "anthropic"
+        authorization = request.headers.get("Authorization", "")
+        if not request.headers.get("x-api-key") and not authorization.startswith("Bearer "):
+            return self._error(flavor, 401, "x-api-key header is required")
+        if not request.headers.get("anthropic-version"):
+            return self._error(flavor, 400, "anthropic-version: header is required")
+        if body is None:
+            return self._error(flavor, 400, "There was an error parsing the body of your request")
+        if not deployment:
+            return self._error(flavor, 400, "model: Field required")
+        if not isinstance(body.get("max_tokens"), int):
+            return self._error(flavor, 400, "max_tokens: Field required")
+        if not isinstance(body.get("messages"), list):
+            return self._error(flavor, 400, "messages: Field required")
+        return await self._serve(request, flavor, deployment, body)
+
     async def _bedrock_converse(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         # The model id arrives percent-encoded (`...-v1%3A0`); decode it from the raw path so an
@@ -696,6 +751,8 @@ class FakeLLMServer:
                 },
                 headers={"x-amzn-RequestId": str(uuid.uuid4())},
             )
+        if flavor == "anthropic":
+            return await self._anthropic_answer(request, deployment, body, answer)
         prompt_tokens = _word_count(*_openai_prompt_texts(body))
         if flavor in ("ollama_chat", "ollama_generate"):
             return await self._ollama_answer(
@@ -797,6 +854,69 @@ class FakeLLMServer:
         await response.write_eof()
         return response
 
+    async def _anthropic_answer(
+        self, request: web.Request, deployment: str, body: dict[str, Any], answer: str
+    ) -> web.StreamResponse:
+        usage = {
+            "input_tokens": _word_count(*_anthropic_prompt_texts(body)),
+            "output_tokens": _word_count(answer),
+        }
+        message: dict[str, Any] = {
+            "id": f"msg_{_request_id()[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": deployment,
+            "content": [{"type": "text", "text": answer}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        if body.get("stream") is not True:
+            return _json(message)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        start = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "usage": {**usage, "output_tokens": 0},
+        }
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("message_start", {"type": "message_start", "message": start}),
+            (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            ),
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": answer},
+                },
+            ),
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": usage["output_tokens"]},
+                },
+            ),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        for name, data in events:
+            await response.write(
+                f"event: {name}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n"
+            )
+        await response.write_eof()
+        return response
+
     async def _ollama_answer(
         self,
         request: web.Request,
@@ -848,6 +968,12 @@ class FakeLLMServer:
             headers["retry-after-ms"] = str(int(retry_after * 1000))
         if flavor == "bedrock":
             return self._bedrock_error(status, message, headers=headers)
+        if flavor == "anthropic":
+            kind = _ANTHROPIC_ERROR_TYPES.get(
+                status, "api_error" if status >= 500 else "invalid_request_error"
+            )
+            error = {"type": "error", "error": {"type": kind, "message": message}}
+            return _json(error, status, headers)
         if flavor in ("ollama_chat", "ollama_generate"):
             return _json({"error": message}, status, headers)
         error_type, code = _OPENAI_ERROR_TYPES.get(
@@ -911,7 +1037,8 @@ async def _serve_forever(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m worker.fake_llm",
-        description="Fake OpenAI / Azure / Ollama / Bedrock LLM server with scripted answers.",
+        description="Fake OpenAI / Azure / Ollama / Bedrock / Anthropic LLM server with scripted "
+        "answers.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
     parser.add_argument("--port", type=int, default=8000)

@@ -1,7 +1,13 @@
 """One worker process: configuration in, a running consumer-group member out.
 
-Signals: SIGTERM/SIGINT drain, commit and leave the group; SIGHUP re-reads endpoints.yml and swaps
-the model groups (an invalid file is refused and the running groups kept).
+Signals: SIGTERM/SIGINT drain, commit and leave the group; SIGHUP reloads the configuration.
+
+A reload builds a whole new routing configuration — the router's flows, domain and prompt, the
+gateways of its model groups — and swaps it in at once, between two decisions: a decision that
+started before finishes on the old one (its LLM call on the old gateways, fallbacks included).
+What cannot be applied live (the router's block in config.yml, `kafka:`, `nlu:`, the idle expiry
+of sessions) refuses the whole reload with a log line, as does an invalid file: the running
+configuration stays, whole.
 """
 
 from __future__ import annotations
@@ -14,13 +20,16 @@ from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
+from contracts.models import UserMessage
 from worker.config.app_config import AppConfig, load_app_config, reload_app_config
 from worker.config.errors import ConfigError
 from worker.llm.gateway import GatewayFactory, GatewayRegistry, ModelGroupGateway
 from worker.llm.model_group import ModelGroup
 from worker.llm.router_defaults import router_params
 from worker.rasa.releases import RasaVersion
-from worker.routing.router_config import IntentBasedRouterConfig
+from worker.routing.decision import RoutingDecision
+from worker.routing.router_config import IntentBasedRouterConfig, LLMBasedRouterConfig, RouterConfig
+from worker.routing.session import StickySession
 from worker.runtime.coexistence_router import CoexistenceRouter
 from worker.runtime.nlu_client import NluServer
 from worker.runtime.settings import RuntimeSettings
@@ -35,21 +44,26 @@ def runtime_settings(app: AppConfig) -> RuntimeSettings:
 
 
 def router_groups(app: AppConfig) -> dict[str, ModelGroup]:
-    """The model groups the router calls: only the LLMBasedRouter's own group."""
-    return {app.llm_group.id: app.llm_group} if app.llm_group is not None else {}
+    """The model groups the router calls: its own and the groups its fallbacks reach."""
+    return app.router_groups
 
 
-def build_router(app: AppConfig, gateways: GatewayRegistry | None) -> CoexistenceRouter:
+def nlu_server(app: AppConfig) -> NluServer | None:
     nlu_endpoint = app.endpoints.nlu
-    nlu = None
-    if nlu_endpoint is not None and isinstance(app.router, IntentBasedRouterConfig):
-        nlu = NluServer(
-            nlu_endpoint.url,
-            token=nlu_endpoint.token.get_secret_value() if nlu_endpoint.token else None,
-            token_name=nlu_endpoint.token_name,
-            timeout=nlu_endpoint.timeout,
-            retries=nlu_endpoint.retries,
-        )
+    if nlu_endpoint is None or not isinstance(app.router, IntentBasedRouterConfig):
+        return None
+    return NluServer(
+        nlu_endpoint.url,
+        token=nlu_endpoint.token.get_secret_value() if nlu_endpoint.token else None,
+        token_name=nlu_endpoint.token_name,
+        timeout=nlu_endpoint.timeout,
+        retries=nlu_endpoint.retries,
+    )
+
+
+def build_router(
+    app: AppConfig, gateways: GatewayRegistry | None, nlu: NluServer | None = None
+) -> CoexistenceRouter:
     return CoexistenceRouter(
         app.assistant,
         nlu=nlu,
@@ -62,6 +76,54 @@ def _gateway_factory(app: AppConfig) -> GatewayFactory:
     """Gateways whose requests carry the selected Rasa release's router defaults."""
     params = partial(router_params, llm=app.rasa.behaviour.llm)
     return lambda group, state: ModelGroupGateway(group, state=state, params=params)
+
+
+def _without_prompt_text(router: RouterConfig) -> RouterConfig:
+    # The prompt file's content reloads; config.yml itself (keys, the file's name) does not.
+    if isinstance(router, LLMBasedRouterConfig):
+        return router.model_copy(update={"prompt_text": None})
+    return router
+
+
+def not_live(current: AppConfig, fresh: AppConfig) -> list[str]:
+    """What differs between two configurations that a reload cannot apply live."""
+    differences = []
+    if _without_prompt_text(fresh.router) != _without_prompt_text(current.router):
+        differences.append(f"the router in {fresh.paths.config}")
+    if fresh.endpoints.kafka != current.endpoints.kafka:
+        differences.append(f"kafka: in {fresh.paths.endpoints}")
+    elif fresh.session_ttl != current.session_ttl:  # the domain's session_config changed it
+        differences.append(f"session_config in {fresh.paths.domain} (the idle expiry)")
+    if fresh.endpoints.nlu != current.endpoints.nlu:
+        differences.append(f"nlu: in {fresh.paths.endpoints}")
+    return differences
+
+
+class LiveRouter(CoexistenceRouter):
+    """The router the worker holds for its whole life: each decision is made by the routing
+    configuration current when it starts (`swap` replaces it between two decisions)."""
+
+    def __init__(self, current: CoexistenceRouter) -> None:
+        # No CoexistenceRouter.__init__: every decision is the current router's.
+        self._current = current
+
+    @property
+    def current(self) -> CoexistenceRouter:
+        return self._current
+
+    def swap(self, fresh: CoexistenceRouter) -> None:
+        self._current = fresh
+
+    def decide_now(
+        self, session: StickySession | None, message: UserMessage
+    ) -> RoutingDecision | None:
+        return self._current.decide_now(session, message)
+
+    async def decide(self, session: StickySession | None, message: UserMessage) -> RoutingDecision:
+        return await self._current.decide(session, message)
+
+    async def close(self) -> None:
+        await self._current.close()
 
 
 class RouterService:
@@ -80,12 +142,15 @@ class RouterService:
             if app.llm_group is not None
             else None
         )
-        self.router = build_router(app, self.gateways)
+        # One NLU client for the process: `nlu:` does not reload.
+        self._nlu = nlu_server(app)
+        self.router = LiveRouter(build_router(app, self.gateways, self._nlu))
         self.worker = RoutingWorker(settings or runtime_settings(app), self.router)
         self.stop = asyncio.Event()
 
     def reload(self) -> bool:
-        """Re-read the configuration files; apply new model groups, or keep the running ones."""
+        """Re-read the configuration files and swap in the new routing configuration whole, or
+        keep the running one whole (an invalid file, a change that cannot be applied live)."""
         try:
             fresh = reload_app_config(self.app, self._environ)
         except ConfigError as error:
@@ -94,23 +159,27 @@ class RouterService:
                 " | ".join(error.problems),
             )
             return False
-        if (
-            fresh.endpoints.kafka != self.app.endpoints.kafka
-            or fresh.router != self.app.router
-            or fresh.flows.flows != self.app.flows.flows
-            or fresh.domain != self.app.domain
-        ):
-            log.warning(
-                "kafka:, config.yml, flows and domain changes take effect only after a restart"
+        differences = not_live(self.app, fresh)
+        if differences:
+            log.error(
+                "reload refused, keeping the running configuration: %s changed, which takes "
+                "effect only after a restart",
+                "; ".join(differences),
             )
+            return False
         if self.gateways is not None:
             try:
+                # Builds every new gateway first: a group that cannot be built changes nothing.
                 self.gateways.replace(router_groups(fresh))
-            except ValueError as error:
-                log.error("reload refused, keeping the running model groups: %s", error)
+            except (ValueError, KeyError) as error:
+                log.error("reload refused, keeping the running configuration: %s", error)
                 return False
+        # No await since the gateways were replaced: no decision sees half of each.
+        self.router.swap(build_router(fresh, self.gateways, self._nlu))
         self.app = fresh
-        log.info("reloaded %s", fresh.paths.endpoints)
+        log.info(
+            "reloaded %s, %s, the flows and the domain", fresh.paths.endpoints, fresh.paths.config
+        )
         return True
 
     def install_signal_handlers(self) -> None:

@@ -79,7 +79,7 @@ async def test_latency_based_prefers_the_fast_deployment(fake: FakeLLMServer) ->
         model(fake, "fast"),
         model(fake, "slow"),
         routing_strategy="latency-based-routing",
-        lowest_latency_buffer=0.1,
+        routing_strategy_args={"lowest_latency_buffer": 0.1},
     )
     async with gateway(g) as gw:
         for _ in range(25):
@@ -254,26 +254,50 @@ async def test_a_group_of_one_is_never_cooled_down(fake: FakeLLMServer) -> None:
     assert fake.count("only") == 4
 
 
-async def test_no_retry_on_400(fake: FakeLLMServer) -> None:
+async def test_a_400_of_one_deployment_fails_over_and_counts_once_another_answers(
+    fake: FakeLLMServer,
+) -> None:
+    # SPEC §5: a 400 that the others do not return fails over and counts toward the cooldown.
     fake.script("first", status=400)
-    g = await cheap_first(fake, num_retries=3, allowed_fails=0)
+    g = await cheap_first(fake, num_retries=3, allowed_fails=0, cooldown_time=60)
+    async with gateway(g) as gw:
+        completion = await gw.complete("hi")
+        assert (completion.deployment, completion.attempts) == ("second", 2)
+        # another deployment answered the same request: the 400 was first's own
+        assert await gw.store.cooldown_left(gw.deployment_keys["first"]) > 0
+    assert fake.count("first") == 1
+
+
+async def test_a_400_every_deployment_returns_is_final_and_counts_nowhere(
+    fake: FakeLLMServer,
+) -> None:
+    fake.script("first", status=400)
+    fake.script("second", status=400)
+    g = await cheap_first(fake, num_retries=5, allowed_fails=0)
     async with gateway(g) as gw:
         with pytest.raises(RequestRejected) as raised:
             await gw.complete("hi")
+        assert raised.value.attempts == 2  # each once, then the request itself is at fault
+        for name in ("first", "second"):
+            assert await gw.store.cooldown_left(gw.deployment_keys[name]) == 0
+
+
+async def test_a_400_of_the_only_deployment_is_final(fake: FakeLLMServer) -> None:
+    fake.script("only", status=400)
+    async with gateway(group(model(fake, "only"), num_retries=3)) as gw:
+        with pytest.raises(RequestRejected) as raised:
+            await gw.complete("hi")
         assert raised.value.attempts == 1
-        assert raised.value.deployment == "first"
-        # a 400 is the request's fault: it does not cool the deployment down
-        assert await gw.store.cooldown_left(gw.deployment_keys["first"]) == 0
-    assert fake.count("second") == 0
 
 
-async def test_401_is_not_retried_but_counts_towards_cooldown(fake: FakeLLMServer) -> None:
+async def test_401_fails_over_and_counts_towards_cooldown(fake: FakeLLMServer) -> None:
     fake.script("first", status=401)
     g = await cheap_first(fake, allowed_fails=0, cooldown_time=60)
     async with gateway(g) as gw:
-        with pytest.raises(RequestRejected):
-            await gw.complete("hi")
-        assert (await gw.complete("hi")).deployment == "second"
+        completion = await gw.complete("hi")
+        assert (completion.deployment, completion.attempts) == ("second", 2)
+        assert (await gw.complete("hi")).attempts == 1  # first is cooling down now
+    assert fake.count("first") == 1
 
 
 async def test_secrets_never_reach_logs_or_errors(
@@ -479,3 +503,70 @@ async def test_netrc_credentials_for_a_deployment_without_a_key(
     async with gateway(g) as gw:
         assert (await gw.complete("hi")).text == "B"
     assert fake.requests[-1].headers["authorization"] == "Basic cm91dGVyOnMzY3JldC1uZXRyYw=="
+
+
+async def test_a_reload_keeps_in_flight_calls_on_the_fallbacks_they_were_linked_to(
+    fake: FakeLLMServer,
+) -> None:
+    # A falls back to B; B is changed by a reload while a call of A is still in flight: that call
+    # falls back to the old B, new calls to the new one. A itself is rebuilt (its fallback
+    # changed), an unchanged group without changed fallbacks is kept.
+    fake.script("a", latency=0.2, status=500)
+    primary = ModelGroup.model_validate(
+        {
+            "id": "A",
+            "models": [model(fake, "a")],
+            "router": {"num_retries": 0, "fallbacks": ["B"]},
+        }
+    )
+    registry = GatewayRegistry(
+        {
+            "A": primary,
+            "B": group(model(fake, "b-old"), group_id="B"),
+            "C": group(model(fake, "c"), group_id="C"),
+        }
+    )
+    kept = registry.get("C")
+    in_flight = asyncio.create_task(registry.get("A").complete("hi"))
+    await fake.wait_until(lambda: fake.in_flight["a"] == 1)
+    registry.replace(
+        {"A": primary, "B": group(model(fake, "b-new"), group_id="B"), "C": kept.group}
+    )
+    assert registry.get("C") is kept
+    fake.clear("a")
+    fake.script("a", status=500)
+    completion = await in_flight
+    assert (completion.group, completion.deployment, completion.attempts) == ("B", "b-old", 2)
+    completion = await registry.get("A").complete("hi")
+    assert (completion.group, completion.deployment) == ("B", "b-new")
+    await registry.close()
+
+
+async def test_a_reloaded_routing_strategy_args_applies_to_the_kept_history(
+    fake: FakeLLMServer,
+) -> None:
+    # The reload bug: a changed routing_strategy_args was silently not applied (the
+    # group's latency window kept the first file's size).
+    def latency_group(size: int) -> ModelGroup:
+        return group(
+            model(fake, "a"),
+            routing_strategy="latency-based-routing",
+            routing_strategy_args={"max_latency_list_size": size},
+        )
+
+    states: list[GroupState] = []
+
+    def build(gr: ModelGroup, state: GroupState) -> ModelGroupGateway:
+        states.append(state)
+        return ModelGroupGateway(gr, state=state)
+
+    registry = GatewayRegistry({"router-llm": latency_group(10)}, factory=build)
+    window = states[0].latency
+    key = registry.get("router-llm").deployment_keys["a"]
+    for seconds in (1.0, 2.0, 3.0):
+        window.record(key, seconds)
+    assert window.recent(key) == 2.0
+    registry.replace({"router-llm": latency_group(1)})
+    assert states[1] is states[0]  # the same history …
+    assert window.recent(key) == 3.0  # … under the new window: only the newest sample
+    await registry.close()

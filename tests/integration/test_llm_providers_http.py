@@ -5,12 +5,16 @@ deployments only (the parity suite covers other releases)."""
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from worker.config.endpoints import load_endpoints
 from worker.fake_llm import FakeLLMServer
 from worker.llm.errors import RequestRejected
 from worker.llm.gateway import ModelGroupGateway
@@ -98,16 +102,27 @@ async def test_self_hosted_text_completions(fake: FakeLLMServer) -> None:
 async def test_openai_compatible_chat(fake: FakeLLMServer, provider: str) -> None:
     fake.script("served-model", answer="A")
     completion = await complete_once(
-        {"provider": provider, "model": "served-model", "api_base": f"{fake.url}/v1"}
+        {
+            "provider": provider,
+            "model": "served-model",
+            "api_base": f"{fake.url}/v1",
+            "api_key": KEY,  # for rasa: the license, put there by worker.config.model_config
+        }
     )
     assert completion.text == "A"
     assert fake.requests[-1].path == "/v1/chat/completions"
+    assert fake.requests[-1].headers["authorization"] == f"Bearer {KEY}"
 
 
 async def test_ollama_chat_non_streaming(fake: FakeLLMServer) -> None:
     fake.script("llama3.1", answer="C")
     completion = await complete_once(
-        {"provider": "ollama", "model": "ollama/llama3.1", "api_base": fake.url, "num_ctx": 2048}
+        {
+            "provider": "ollama_chat",
+            "model": "ollama_chat/llama3.1",
+            "api_base": fake.url,
+            "num_ctx": 2048,
+        }
     )
     assert completion.text == "C"
     assert completion.usage.total_tokens == 3
@@ -118,17 +133,14 @@ async def test_ollama_chat_non_streaming(fake: FakeLLMServer) -> None:
 
 
 async def test_ollama_generate(fake: FakeLLMServer) -> None:
+    # `provider: ollama` as litellm calls it for Rasa: /api/generate with its prompt template
     fake.script("llama3", answer="B")
     completion = await complete_once(
-        {
-            "provider": "ollama",
-            "model": "llama3",
-            "api_base": fake.url,
-            "use_chat_completions_endpoint": False,
-        }
+        {"provider": "ollama", "model": "llama3", "api_base": fake.url}
     )
     assert completion.text == "B"
     assert fake.requests[-1].path == "/api/generate"
+    assert fake.requests[-1].body["prompt"] == "### User:\nroute this\n\n"
 
 
 async def test_bedrock_signature_is_accepted(fake: FakeLLMServer) -> None:
@@ -208,3 +220,63 @@ async def test_rasa_sends_its_bias_to_any_openai_model(fake: FakeLLMServer) -> N
         {"provider": "openai", "model": "o3-mini", "api_base": f"{fake.url}/v1", "api_key": KEY}
     )
     assert fake.requests[-1].body["logit_bias"] == {"362": 100, "426": 100, "356": 100}
+
+
+async def test_openai_api_base_and_key_from_the_environment_are_honoured(
+    fake: FakeLLMServer, tmp_path: Path
+) -> None:
+    # rasa/shared/providers/llm/openai_llm_client.py (standalone: OPENAI_API_BASE) and litellm
+    # 1.69.3 litellm/main.py (routed: OPENAI_BASE_URL, then OPENAI_API_BASE): the prompt and
+    # the key go to the user's gateway, never to api.openai.com.
+    path = tmp_path / "endpoints.yml"
+    path.write_text(
+        "model_groups:\n"
+        "  - id: standalone\n    models:\n      - {provider: openai, model: env-standalone}\n"
+        "  - id: routed\n    models:\n      - {provider: openai, model: env-routed}\n"
+        "    router: {routing_strategy: simple-shuffle}\n"
+    )
+    environ = {"OPENAI_API_BASE": f"{fake.url}/v1", "OPENAI_API_KEY": KEY}
+    groups = load_endpoints(path, environ).model_groups
+    for group_id in ("standalone", "routed"):
+        async with ModelGroupGateway(groups[group_id], environ=environ) as gateway:
+            assert (await gateway.complete("hi")).text == "A"
+    assert [(r.deployment, r.headers["authorization"]) for r in fake.requests] == [
+        ("env-standalone", f"Bearer {KEY}"),
+        ("env-routed", f"Bearer {KEY}"),
+    ]
+
+
+async def test_a_key_from_the_environment_never_reaches_logs_or_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A deployment that echoes the key it got (some providers quote part of it back).
+    caplog.set_level(logging.DEBUG)
+
+    async def echo(request: web.Request) -> web.Response:
+        said = request.headers.get("Authorization", "")
+        return web.json_response({"error": {"message": f"bad key {said}"}}, status=401)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    secret = "env-secret-value-0123456789"
+    group = ModelGroup.model_validate(
+        {
+            "id": "g",
+            "models": [
+                {"provider": "openai", "model": "m", "api_base": f"http://127.0.0.1:{port}/v1"}
+            ],
+        }
+    )
+    try:
+        async with ModelGroupGateway(group, environ={"OPENAI_API_KEY": secret}) as gateway:
+            with pytest.raises(RequestRejected) as raised:
+                await gateway.complete("hi")
+    finally:
+        await runner.cleanup()
+    assert "bad key" in str(raised.value)
+    assert secret not in str(raised.value) and secret not in caplog.text

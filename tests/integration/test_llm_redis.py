@@ -25,6 +25,7 @@ from worker.llm.gateway import ModelGroupGateway
 from worker.llm.model_group import ModelGroup
 from worker.llm.usage import RedisUsage, ResilientUsage, prompt_tokens
 
+KEY = "sk-redis-test-not-a-secret"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = Path(__file__).with_name("llm_gateway_worker.py")
@@ -60,7 +61,10 @@ async def prefix(redis: Redis) -> AsyncIterator[str]:
 def group_dict(fake: FakeLLMServer, *models: dict[str, Any], **router: Any) -> dict[str, Any]:
     return {
         "id": "shared-group",
-        "models": [{"provider": "openai", "api_base": f"{fake.url}/v1", **m} for m in models],
+        "models": [
+            {"provider": "openai", "api_base": f"{fake.url}/v1", "api_key": KEY, **m}
+            for m in models
+        ],
         "router": {"redis_url": REDIS_URL, **router},
     }
 

@@ -17,6 +17,7 @@ from worker.config.app_config import (
     validate_files,
 )
 from worker.config.errors import ConfigError
+from worker.llm.gateway import DEFAULT_TIMEOUT
 from worker.llm.router_defaults import router_params
 from worker.rasa.releases import rasa_version
 from worker.routing.router_config import IntentBasedRouterConfig, LLMBasedRouterConfig
@@ -162,12 +163,15 @@ def test_inline_llm_loads_with_a_deprecation_warning(
     [model] = group.models
     assert (model.provider, model.model) == ("openai", "gpt-4o-mini")
     assert model.extra_body() == {"temperature": 0.1}
-    # Rasa merges its defaults into an inline config of the same provider; the user's win.
+    # Rasa merges its defaults into an inline config of the same provider; the user's win. Rasa
+    # 3.11.14+ sends max_completion_tokens (llm_based_router.py, openai_client_config.py).
     assert router_params(model) == {
         "temperature": 0.1,
         "max_completion_tokens": 1,
         "logit_bias": {"362": 100, "426": 100, "356": 100},
     }
+    # The release's timeout (7 s) is the gateway's, not a key of the deployment.
+    assert model.timeout is None and DEFAULT_TIMEOUT == 7
     # Like Rasa <= 3.10, the key comes from OPENAI_API_KEY.
     assert model.api_key == SecretStr("openai-key-value")
 
@@ -181,13 +185,16 @@ def test_inline_llm_of_another_provider_gets_no_openai_defaults(workdir: Path) -
     assert (model.provider, model.api_key, model.extra_body()) == ("ollama", None, {})
 
 
-def test_inline_llm_with_literal_key_is_refused(workdir: Path) -> None:
+def test_inline_llm_with_a_key_is_refused(workdir: Path) -> None:
+    # Rasa 3.11.20 engine/validation.py validate_model_client_configuration_setup_during_
+    # training_time: any secret key in an inline llm config, a reference too.
     config = llm_config("    llm: {provider: openai, model: gpt-4o-mini, api_key: sk-abc}")
     with pytest.warns(DeprecationWarning):
         problems = problems_of(config, write("endpoints.yml", ""))
     assert problems == [
-        "config.yml: pipeline[0] (LLMBasedRouter).llm.api_key: must be written as ${VAR}, a "
-        "literal secret is refused"
+        "config.yml: pipeline[0] (LLMBasedRouter).llm.api_key: is not allowed in config.yml "
+        "(Rasa refuses secrets there): it is read from the environment (OPENAI_API_KEY, "
+        "AZURE_API_KEY, …)"
     ]
 
 
@@ -206,6 +213,12 @@ def test_no_llm_uses_rasa_default(workdir: Path) -> None:
     assert app.llm_group.id == INLINE_GROUP_ID
     [model] = app.llm_group.models
     assert (model.provider, model.model, model.extra_body()) == ("openai", "gpt-3.5-turbo", {})
+    assert router_params(model) == {
+        "temperature": 0.0,
+        "max_completion_tokens": 1,
+        "logit_bias": {"362": 100, "426": 100, "356": 100},
+    }
+    assert model.timeout is None and DEFAULT_TIMEOUT == 7
     assert model.api_key == SecretStr("openai-key-value")
 
 
@@ -328,7 +341,8 @@ def test_an_unpriced_deployment_of_cost_based_routing_is_warned_at_start_and_in_
     endpoints = write("endpoints.yml", COST_ENDPOINTS)
     with caplog.at_level(logging.WARNING, logger="worker.config.app_config"):
         app = load(config, endpoints)
-    [warning] = [w for w in app.warnings if "cost-based-routing" in w]
+    # (the other cost-based-routing warning is that of counters kept per worker, without Redis)
+    [warning] = [w for w in app.warnings if "cost-based-routing has no price" in w]
     assert warning.startswith(
         "endpoints.yml: model_groups[0] (id router-llm).models[1]: cost-based-routing has no "
         "price for deployment 'meta-llama/Llama-3.1-8B-Instruct'"
@@ -341,3 +355,25 @@ def test_an_unpriced_deployment_of_cost_based_routing_is_warned_at_start_and_in_
     # Another strategy never looks at prices: nothing to say.
     shuffled = write("shuffle.yml", COST_ENDPOINTS.replace("cost-based-routing", "least-busy"))
     assert not [w for w in load(config, shuffled).warnings if "cost-based-routing" in w]
+
+
+def test_the_rasa_version_also_selects_the_endpoints_rules(workdir: Path) -> None:
+    # One selected release: its behaviour (the default model) and its endpoints rules (3.21.0's
+    # shared/providers/model_group_validation.py wants a secret to be exactly `${VAR}`).
+    config = llm_config("    llm: {model_group: router-llm}")
+    endpoints = write("endpoints.yml", ENDPOINTS.replace("${OPENAI_API_KEY}", "${OPENAI_API_KEY}x"))
+    app = load_app_config(config, endpoints, None, ENVIRON, rasa=rasa_version("3.20.5"))
+    assert app.rasa == rasa_version("3.20.5")
+    with pytest.raises(ConfigError) as caught:
+        load_app_config(config, endpoints, None, ENVIRON, rasa=rasa_version("3.21.0"))
+    assert caught.value.problems[0] == (
+        "endpoints.yml: model_groups[0] (id router-llm).models[0].api_key: must be exactly ${VAR}: "
+        "Rasa 3.21 refuses text around the reference"
+    )
+    warnings: list[str] = []
+    problems = validate_files(
+        config, [endpoints], None, ENVIRON, rasa=rasa_version("3.21.0"), warnings=warnings
+    )
+    assert problems == caught.value.problems
+    # A reload reads the files as the same release.
+    assert reload_app_config(app, ENVIRON).rasa == app.rasa

@@ -270,11 +270,9 @@ def test_literal_api_key_is_refused_and_never_shown(workdir: Path) -> None:
 
 def test_expanded_secret_absent_from_errors(workdir: Path) -> None:
     # A valid key next to an invalid model: the error must not carry the key along.
-    text = ONE_GROUP.format(api_key="${OPENAI_API_KEY}").replace("provider: openai", "provider: x")
+    text = ONE_GROUP.format(api_key="${OPENAI_API_KEY}").replace("model: gpt-4o-mini", "n: 2")
     problems = problems_of(write(text), {"OPENAI_API_KEY": "openai-key-value"})
-    assert problems[0].startswith(
-        "endpoints.yml: model_groups[0] (id router-llm).models[0].provider:"
-    )
+    assert problems[0].startswith("endpoints.yml: model_groups[0] (id router-llm).models[0].")
     assert "openai-key-value" not in "\n".join(problems)
 
 
@@ -283,24 +281,25 @@ def test_duplicate_group_ids(workdir: Path) -> None:
     text += "  - id: router-llm\n    models: [{provider: ollama, model: llama3}]\n"
     assert problems_of(write(text), {"K": "k"}) == [
         "endpoints.yml: model_groups[1] (id router-llm).id: duplicate id, already used by "
-        "model_groups[0]"
+        "model_groups[0] (Rasa needs every model group id to be unique)"
     ]
 
 
 def test_group_of_several_models_needs_a_router(workdir: Path) -> None:
     text = ONE_GROUP + "      - provider: ollama\n        model: llama3\n"
     assert problems_of(write(text.format(api_key="${K}")), {"K": "k"}) == [
-        "endpoints.yml: model_groups[0] (id router-llm).router: "
-        "group of 2 models needs a router block"
+        "endpoints.yml: model_groups[0] (id router-llm).router: the group has 2 models but no "
+        "router: Rasa needs a router block for a group of several models"
     ]
 
 
 def test_unknown_routing_strategy(workdir: Path) -> None:
     text = ONE_GROUP + "    router:\n      routing_strategy: round-robin\n"
     [line] = problems_of(write(text.format(api_key="${K}")), {"K": "k"})
-    assert line.startswith(
-        "endpoints.yml: model_groups[0] (id router-llm).router.routing_strategy: "
-        "Input should be 'simple-shuffle'"
+    assert line == (
+        "endpoints.yml: model_groups[0] (id router-llm).router.routing_strategy: round-robin is "
+        "not one Rasa accepts: simple-shuffle, least-busy, latency-based-routing, "
+        "usage-based-routing, cost-based-routing"
     )
 
 
@@ -316,7 +315,7 @@ def test_azure_model_needs_deployment(workdir: Path) -> None:
     text = "model_groups:\n  - id: g\n    models:\n      - {provider: azure, api_base: http://a}\n"
     assert problems_of(write(text)) == [
         "endpoints.yml: model_groups[0] (id g).models[0].deployment: "
-        "provider azure needs deployment"
+        "required key is missing (Rasa's AzureOpenAIClientConfig needs it)"
     ]
 
 
@@ -335,9 +334,8 @@ def test_api_base_must_be_an_http_url(workdir: Path) -> None:
 def test_group_without_id_or_models(workdir: Path) -> None:
     problems = problems_of(write("model_groups:\n  - models: []\n  - id: g\n  - just-text\n"))
     assert problems == [
-        "endpoints.yml: model_groups[0].id: required key is missing",
-        "endpoints.yml: model_groups[0].models: List should have at least 1 item after validation, "
-        "not 0",
+        "endpoints.yml: model_groups[0].id: required key is missing (a group id, text)",
+        "endpoints.yml: model_groups[0].models: cannot be empty: a group needs at least one model",
         "endpoints.yml: model_groups[1] (id g).models: required key is missing",
         "endpoints.yml: model_groups[2]: must be a mapping with id and models",
     ]

@@ -549,3 +549,47 @@ async def test_responder_answers_unscripted_deployments_from_the_prompt(
         async with openai_client(fake) as client:
             assert await chat(client, "any", "my card") == "A"
     assert prompts == ["route it\nI lost my card", "hello", "card?"]
+
+
+async def test_anthropic_messages_api(server: FakeLLMServer, http: aiohttp.ClientSession) -> None:
+    # https://docs.anthropic.com/en/api/messages: what litellm's anthropic provider calls
+    # (tests/integration/test_llm_litellm.py runs litellm's own client against it).
+    server.script("claude-3-5-haiku", answer="B")
+    headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+    body = {
+        "model": "claude-3-5-haiku",
+        "max_tokens": 1,
+        "system": [{"type": "text", "text": "route"}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hello there"}]}],
+    }
+    async with http.post(f"{server.url}/v1/messages", json=body, headers=headers) as response:
+        assert response.status == 200
+        message = await response.json()
+    assert message["type"] == "message" and message["role"] == "assistant"
+    assert message["content"] == [{"type": "text", "text": "B"}]
+    assert message["stop_reason"] == "end_turn"
+    assert message["usage"] == {"input_tokens": 3, "output_tokens": 1}
+    async with http.post(
+        f"{server.url}/v1/messages", json={**body, "stream": True}, headers=headers
+    ) as response:
+        events = [
+            line for line in (await response.text()).splitlines() if line.startswith("event:")
+        ]
+    assert events == [
+        "event: message_start",
+        "event: content_block_start",
+        "event: content_block_delta",
+        "event: content_block_stop",
+        "event: message_delta",
+        "event: message_stop",
+    ]
+    for missing, status in (("x-api-key", 401), ("anthropic-version", 400)):
+        short = {k: v for k, v in headers.items() if k != missing}
+        async with http.post(f"{server.url}/v1/messages", json=body, headers=short) as response:
+            assert response.status == status
+            error = await response.json()
+        assert error["type"] == "error" and error["error"]["message"]
+    server.script("claude-3-5-haiku", status=529)
+    async with http.post(f"{server.url}/v1/messages", json=body, headers=headers) as response:
+        assert response.status == 529
+        assert (await response.json())["error"]["type"] == "overloaded_error"

@@ -1,6 +1,7 @@
 """The LLMBasedRouter's request parameters per Rasa release: defaults merged into openai
 deployments only (shared/utils/llm.py _combine_single_model_configs), user keys over them, the
-token-limit alias renamed (shared/providers/_configs/openai_client_config.py), and from 3.16 the
+token-limit alias renamed where the model is read (shared/providers/_configs/
+openai_client_config.py, worker.config.model_config), and from 3.16 the
 reasoning effort by model family (_apply_default_reasoning_effort)."""
 
 from __future__ import annotations
@@ -9,15 +10,11 @@ from typing import Any
 
 import pytest
 
+from worker.config.endpoints_rules import rules_for
+from worker.config.model_config import ModelReading, read_model
 from worker.llm.model_group import Deployment
-from worker.llm.router_defaults import (
-    CL100K_ABC,
-    O200K_ABC,
-    bias_mismatch,
-    router_params,
-    token_ids_for,
-)
-from worker.rasa.releases import RouterLlmDefaults, rasa_version
+from worker.llm.router_defaults import bias_mismatch, router_params, token_ids_for
+from worker.rasa.releases import CL100K_ABC, O200K_ABC, RouterLlmDefaults, rasa_version
 
 V3_11_0 = rasa_version("3.11.0").behaviour.llm
 V3_11_20 = rasa_version("3.11.20").behaviour.llm
@@ -108,13 +105,28 @@ def test_user_keys_override_the_defaults() -> None:
     assert got == {"temperature": 0.3, "max_completion_tokens": 1, "logit_bias": {}}
 
 
+def read_params(version: str, **keys: Any) -> dict[str, Any]:
+    """The parameters of a model of endpoints.yml as release `version` reads it (its deprecated
+    keys renamed by the release's endpoints rules, worker.config.model_config)."""
+    rasa = rasa_version(version)
+    problems: list[str] = []
+    reading = ModelReading(
+        "endpoints.yml", "models[0]", "g", True, rules_for(rasa.release), {}, problems, []
+    )
+    model = read_model(keys, reading)
+    assert model is not None, problems
+    return router_params(Deployment.model_validate(model), rasa.behaviour.llm)
+
+
 def test_max_tokens_written_by_the_user_is_renamed_where_rasa_renames_it() -> None:
-    got = params(V3_11_20, provider="openai", model="gpt-4o", max_tokens=5)
+    got = read_params("3.11.20", provider="openai", model="gpt-4o", max_tokens=5)
     assert got == {"temperature": 0.0, "max_completion_tokens": 5, "logit_bias": CL100K_BIAS}
-    azure = params(V3_11_20, provider="azure", deployment="d", api_base="http://a", max_tokens=5)
+    azure = read_params(
+        "3.11.20", provider="azure", deployment="d", api_base="http://a", max_tokens=5
+    )
     assert azure == {"max_completion_tokens": 5}
     # 3.11.0 has no such alias: the user's key goes as written, and so does the default's.
-    old = params(V3_11_0, provider="openai", model="gpt-4o", max_tokens=5)
+    old = read_params("3.11.0", provider="openai", model="gpt-4o", max_tokens=5)
     assert old == {"temperature": 0.0, "max_tokens": 5, "logit_bias": CL100K_BIAS}
 
 

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from worker.llm.errors import AttemptError
-from worker.llm.gateway import retry_after_seconds
+from worker.llm.errors import AttemptError, ErrorKind, kind_of_status
 from worker.llm.model_group import Deployment
+from worker.llm.providers import retry_after_seconds
 from worker.llm.strategies import DeploymentUsage
 from worker.llm.usage import (
     MESSAGE_TOKENS,
@@ -144,24 +144,23 @@ def test_prompt_tokens_estimates_four_bytes_a_token_plus_the_message_framing() -
 
 
 def timeout_error(after: float) -> AttemptError:
-    return AttemptError("timed out", retryable=True, counts=True, elapsed=after, timed_out=True)
+    return AttemptError("timed out", kind=ErrorKind.TIMEOUT, elapsed=after, timed_out=True)
 
 
 def status_error(status: int, elapsed: float = 0.002) -> AttemptError:
-    counts = status in (401, 403, 404, 408, 429) or status >= 500
-    return AttemptError("HTTP", status=status, retryable=True, counts=counts, elapsed=elapsed)
+    return AttemptError("HTTP", kind=kind_of_status(status), status=status, elapsed=elapsed)
 
 
 @pytest.mark.parametrize(
     ("error", "sample"),
     [
         (timeout_error(0.3012), 0.3),  # connect, TLS or answer: a sample of the whole timeout
-        (AttemptError("connection error", retryable=True, counts=True, elapsed=0.001), 0.001),
+        (AttemptError("connection error", kind=ErrorKind.CONNECTION, elapsed=0.001), 0.001),
         (status_error(500), 0.002),  # a fast 5xx: recorded at its own (short) time
         (status_error(503, elapsed=0.2), 0.2),
         (status_error(408), 0.002),
         (status_error(401), 0.002),  # misconfigured: every call would fail
-        (AttemptError("HTTP 200: not JSON", status=200, retryable=True, counts=True), 0.0),
+        (AttemptError("HTTP 200: not JSON", kind=ErrorKind.API_ERROR, status=200), 0.0),
     ],
 )
 def test_failures_that_say_the_deployment_is_unwell_are_penalty_samples(

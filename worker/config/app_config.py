@@ -36,12 +36,17 @@ from pydantic import ValidationError
 
 from worker.config.domain import ROUTING_SLOT, load_domain
 from worker.config.endpoints import Endpoints, EndpointsRead, read_endpoints
-from worker.config.env import expand_model
+from worker.config.endpoints_rules import rules_for
+from worker.config.env import SECRET_KEYS, PlainReference, expand_at_load
 from worker.config.errors import ConfigError, display_name, problem, validation_problems
 from worker.config.flows import load_flows
+from worker.config.model_config import DEFAULT_PROVIDER, ModelReading, read_model
+from worker.config.model_groups import check_build
 from worker.config.rasa_config import RasaConfig, read_rasa_config
+from worker.llm.gateway import fallback_closure
 from worker.llm.model_group import Deployment, ModelGroup
 from worker.llm.prices import unpriced_warning
+from worker.llm.providers import BuildContext, build_provider
 from worker.llm.router_defaults import bias_mismatch
 from worker.rasa.releases import DEFAULT_RASA, RasaVersion
 from worker.routing.domain import Domain, SessionConfig
@@ -52,7 +57,6 @@ from worker.routing.rules import Assistant
 log = logging.getLogger(__name__)
 
 INLINE_GROUP_ID = "LLMBasedRouter.llm"
-DEFAULT_PROVIDER = "openai"  # LLMBasedRouter.DEFAULT_LLM_CONFIG's, in every release
 NO_DOMAIN_WARNING = (
     "no --domain given: every /name is read as an intent payload and no slot mapping starts "
     "CALM; Rasa parity needs the assistant's domain"
@@ -66,8 +70,6 @@ _PROVIDER_ENVIRONMENT: dict[str, dict[str, str]] = {
         "api_version": "${AZURE_API_VERSION}",
     },
 }
-# Deprecated spellings of Rasa ≤ 3.9 that Rasa 3.10 still translated.
-_RENAMED_KEYS = {"type": "provider", "model_name": "model", "request_timeout": "timeout"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ class AppConfig:
     assistant: Assistant  # what the routing rules read: router, flows, domain, release
     llm_group: ModelGroup | None  # the LLMBasedRouter's model group; None for intents
     paths: ConfigPaths
-    rasa: RasaVersion = DEFAULT_RASA
+    rasa: RasaVersion = DEFAULT_RASA  # whose behaviour and rules apply (--rasa-version)
     session_ttl: float = 0.0  # idle seconds that end a sticky session; 0 = never
     warnings: tuple[str, ...] = ()
 
@@ -97,6 +99,15 @@ class AppConfig:
     def domain(self) -> Domain | None:
         return self.assistant.domain
 
+    @property
+    def router_groups(self) -> dict[str, ModelGroup]:
+        """The groups the router calls: its own and every group its fallbacks reach."""
+        group = self.llm_group
+        if group is None:
+            return {}
+        known = {**self.endpoints.model_groups, group.id: group}
+        return {gid: known[gid] for gid in fallback_closure(known, group.id) if gid in known}
+
 
 def _inline_group(
     llm: Mapping[str, Any],
@@ -106,34 +117,65 @@ def _inline_group(
     rasa: RasaVersion,
     environ: Mapping[str, str],
     problems: list[str],
+    notes: list[str],
 ) -> ModelGroup | None:
     """An inline (or absent) `llm:` as a one-deployment group, as Rasa's
     `combine_custom_and_default_config` reads it: the default provider and model apply only when
-    the provider is the default's (the request defaults are merged later, per deployment)."""
-    model = {_RENAMED_KEYS.get(key, key): value for key, value in llm.items()}
-    provider = model.get("provider")
+    the provider is the default's (the request defaults are merged later, per deployment, by
+    worker.llm.router_defaults). Its keys are read as a model of a group without router
+    (worker.config.model_config), by the release's rules."""
+    found = len(problems)
+    for key in SECRET_KEYS:
+        if key in llm:
+            # engine/validation.py validate_model_client_configuration_setup_during_training_time
+            problems.append(
+                problem(
+                    file,
+                    f"{path}.{key}",
+                    "is not allowed in config.yml (Rasa refuses secrets there): it is read from "
+                    "the environment (OPENAI_API_KEY, AZURE_API_KEY, …)",
+                )
+            )
+    model = {k: v for k, v in llm.items() if k not in SECRET_KEYS}
+    provider = model.get("provider", model.get("type"))
     if provider is None or provider == DEFAULT_PROVIDER:
         model = {"provider": DEFAULT_PROVIDER, "model": rasa.behaviour.llm.model} | model
         provider = DEFAULT_PROVIDER
     if isinstance(provider, str):
         for key, reference in _PROVIDER_ENVIRONMENT.get(provider, {}).items():
-            model.setdefault(key, reference)
-    found = len(problems)
-    expanded, expansion = expand_model(model, file=file, path=path, environ=environ)
-    problems.extend(expansion)
+            if environ.get(reference[2:-1]):
+                model.setdefault(key, reference)
+    # config.yml is read without telling quoted from plain scalars: every `${…}` counts as plain.
+    plain = {
+        k: PlainReference(v) if isinstance(v, str) and "${" in v else v for k, v in model.items()
+    }
+    expanded = expand_at_load(plain, file=file, path=path, environ=environ, problems=problems)
+    reading = ModelReading(
+        file, path, INLINE_GROUP_ID, False, rules_for(rasa.release), environ, problems, notes
+    )
+    read = read_model(expanded, reading)
+    if read is None or len(problems) > found:
+        return None
     try:
-        # Validated on its own so that problems name `llm.key`, not this module's wrapping.
-        deployment = Deployment.model_validate(expanded)
+        deployment = Deployment.model_validate(read)
+        build_provider(
+            deployment, None, BuildContext(environ=environ, routed=False, check_only=True)
+        )
     except ValidationError as error:
         problems.extend(validation_problems(error, file=file, base=path))
         return None
-    if len(problems) > found:
+    except ValueError as error:
+        problems.append(problem(file, path, str(error)))
         return None
     return ModelGroup(id=INLINE_GROUP_ID, models=[deployment])
 
 
 def _router_llm(
-    config: RasaConfig, rasa: RasaVersion, environ: Mapping[str, str], problems: list[str]
+    config: RasaConfig,
+    rasa: RasaVersion,
+    environ: Mapping[str, str],
+    problems: list[str],
+    notes: list[str],
 ) -> tuple[str | None, ModelGroup | None]:
     """(referenced group id, or None with the inline/default group built here)."""
     router = config.router
@@ -142,7 +184,13 @@ def _router_llm(
     file, path = config.file, f"{config.router_path}.llm"
     llm = router.llm
     inline = partial(
-        _inline_group, file=file, path=path, rasa=rasa, environ=environ, problems=problems
+        _inline_group,
+        file=file,
+        path=path,
+        rasa=rasa,
+        environ=environ,
+        problems=problems,
+        notes=notes,
     )
     if llm is None:
         if not environ.get("OPENAI_API_KEY"):
@@ -202,6 +250,27 @@ def _missing_groups(config: RasaConfig, read: EndpointsRead) -> list[str]:
         for ref in config.references
         if ref.group_id not in read.group_ids
     ]
+
+
+def _check_router_groups(
+    group: ModelGroup | None, read: EndpointsRead, environ: Mapping[str, str]
+) -> list[str]:
+    """Build-check the groups the router calls (its own and its fallbacks' in `read`): only
+    those must find their keys and base URLs in this environment."""
+    if group is None or read.endpoints is None:
+        return []
+    groups = {**read.endpoints.model_groups, group.id: group}
+    problems: list[str] = []
+    for group_id in fallback_closure(groups, group.id):
+        if group_id in read.group_paths and group_id in groups:
+            check_build(
+                groups[group_id],
+                file=read.file,
+                path=read.group_paths[group_id],
+                environ=environ,
+                problems=problems,
+            )
+    return problems
 
 
 @dataclass(slots=True)
@@ -292,8 +361,7 @@ def _deployment_warnings(
     if group.id == INLINE_GROUP_ID:
         file, where = config.file, f"{config.router_path}.llm"
     else:
-        index = read.group_ids.index(group.id) if group.id in read.group_ids else 0
-        file, where = read.file, f"model_groups[{index}] (id {group.id})"
+        file, where = read.file, read.group_paths.get(group.id, f"model_groups (id {group.id})")
     found = []
     for i, deployment in enumerate(group.models):
         message = message_for(deployment)
@@ -328,6 +396,13 @@ def _unique(problems: list[str]) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
+def _log_warnings(notes: list[str]) -> tuple[str, ...]:
+    unique = tuple(_unique(notes))
+    for warning in unique:
+        log.warning("%s", warning)
+    return unique
+
+
 def load_app_config(
     config: Path,
     endpoints: Path,
@@ -337,21 +412,24 @@ def load_app_config(
     domain: Path | None = None,
     rasa: RasaVersion = DEFAULT_RASA,
 ) -> AppConfig:
-    """Everything the worker runs on; ConfigError lists every problem of every file.
-    Warnings are logged and kept in `AppConfig.warnings`."""
+    """Everything the worker runs on, read as `rasa` reads it (its behaviour for config.yml,
+    flows and domain, its endpoints rules for model_groups); ConfigError lists every problem of
+    every file. Warnings are logged and kept in `AppConfig.warnings`."""
     paths = ConfigPaths(config, endpoints, flows, domain)
     problems: list[str] = []
-    warnings: list[str] = []
-    assistant = _read_assistant(paths, rasa, problems, warnings)
-    read = read_endpoints(endpoints, environ)
+    notes: list[str] = []
+    assistant = _read_assistant(paths, rasa, problems, notes)
+    read = read_endpoints(endpoints, environ, release=rasa.release)
     problems.extend(read.problems)
+    notes.extend(read.warnings)
     llm_group: ModelGroup | None = None
     rasa_config = assistant.config
     if rasa_config is not None:
-        group_id, llm_group = _router_llm(rasa_config, rasa, environ, problems)
+        group_id, llm_group = _router_llm(rasa_config, rasa, environ, problems, notes)
         problems.extend(_missing_groups(rasa_config, read))
         if group_id is not None and read.endpoints is not None:
             llm_group = read.endpoints.model_groups.get(group_id)
+        problems.extend(_check_router_groups(llm_group, read, environ))
     if (
         problems
         or rasa_config is None
@@ -367,18 +445,15 @@ def load_app_config(
         )
     if read.endpoints.nlu is None and not isinstance(router, LLMBasedRouterConfig):
         log.info("%s has no nlu: endpoint; messages without parse_data have no intent", read.file)
-    warnings.extend(_bias_warnings(llm_group, rasa, rasa_config, read))
-    warnings.extend(_price_warnings(llm_group, rasa_config, read))
+    notes.extend(_bias_warnings(llm_group, rasa, rasa_config, read))
+    notes.extend(_price_warnings(llm_group, rasa_config, read))
     ttl = session_ttl(
         read.endpoints.kafka.session_ttl,
         assistant.domain.session if assistant.domain is not None else SessionConfig(),
         file=read.file,
-        warnings=warnings,
+        warnings=notes,
     )
     flows_model = Flows(assistant.flows, rasa.behaviour.patterns)
-    warnings = _unique(warnings)
-    for warning in warnings:
-        log.warning("%s", warning)
     return AppConfig(
         router=router,
         endpoints=read.endpoints,
@@ -387,12 +462,13 @@ def load_app_config(
         paths=paths,
         rasa=rasa,
         session_ttl=ttl,
-        warnings=tuple(warnings),
+        warnings=_log_warnings(notes),
     )
 
 
 def reload_app_config(current: AppConfig, environ: Mapping[str, str]) -> AppConfig:
-    """The same files read again (SIGHUP); ConfigError leaves `current` to keep running on."""
+    """The same files read again (SIGHUP), as the same Rasa release reads them; ConfigError
+    leaves `current` to keep running on."""
     paths = current.paths
     return load_app_config(
         paths.config,
@@ -414,42 +490,40 @@ def validate_files(
     rasa: RasaVersion = DEFAULT_RASA,
     warnings: list[str] | None = None,
 ) -> list[str]:
-    """Every problem of `config.yml` run against each endpoints file; [] when all is valid.
+    """Every problem of `config.yml` run against each endpoints file, as `rasa` reads them;
+    [] when all is valid.
 
     The endpoints files (one per environment) must also define the same model group ids. What
-    Rasa accepts with a surprise is appended to `warnings`.
+    Rasa accepts but that behaves surprisingly is appended to `warnings`.
     """
-    warnings = warnings if warnings is not None else []
+    found: list[str] = [] if warnings is None else warnings
     problems: list[str] = []
     if not endpoints:
         problems.append("no endpoints file given")
-    assistant = _read_assistant(
-        ConfigPaths(config, Path(), flows, domain), rasa, problems, warnings
-    )
+    assistant = _read_assistant(ConfigPaths(config, Path(), flows, domain), rasa, problems, found)
     rasa_config = assistant.config
-    inline_group = None
+    group_id, inline_group = None, None
     if rasa_config is not None:
-        _, inline_group = _router_llm(rasa_config, rasa, environ, problems)
-    reads = [read_endpoints(path, environ) for path in endpoints]
+        group_id, inline_group = _router_llm(rasa_config, rasa, environ, problems, found)
+    reads = [read_endpoints(path, environ, release=rasa.release) for path in endpoints]
     for read in reads:
         problems.extend(read.problems)
+        found.extend(read.warnings)
         if rasa_config is None:
             continue
         problems.extend(_missing_groups(rasa_config, read))
         group = inline_group
-        router_llm = (
-            rasa_config.router.llm if isinstance(rasa_config.router, LLMBasedRouterConfig) else None
-        )
-        if router_llm is not None and "model_group" in router_llm and read.endpoints is not None:
-            group = read.endpoints.model_groups.get(str(router_llm["model_group"]))
-        warnings.extend(_bias_warnings(group, rasa, rasa_config, read))
-        warnings.extend(_price_warnings(group, rasa_config, read))
+        if group_id is not None and read.endpoints is not None:
+            group = read.endpoints.model_groups.get(group_id)
+        problems.extend(_check_router_groups(group, read, environ))
+        found.extend(_bias_warnings(group, rasa, rasa_config, read))
+        found.extend(_price_warnings(group, rasa_config, read))
         if read.endpoints is not None:
             session_ttl(
                 read.endpoints.kafka.session_ttl,
                 assistant.domain.session if assistant.domain is not None else SessionConfig(),
                 file=read.file,
-                warnings=warnings,
+                warnings=found,
             )
     every_id = {group_id for read in reads for group_id in read.group_ids}
     for read in reads:
@@ -462,5 +536,5 @@ def validate_files(
                     f"lacks group id {group_id}, defined in {defined_in}",
                 )
             )
-    warnings[:] = _unique(warnings)
+    found[:] = _unique(found)
     return _unique(problems)

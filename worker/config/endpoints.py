@@ -24,8 +24,8 @@ Environment variables override the file (an empty value counts as unset):
     KAFKA_SASL_PASSWORD       kafka.sasl_password
     KAFKA_GROUP_ID            kafka.group_id
 
-Values of `kafka:` and `nlu:` may be written as `${VAR}`; see `worker.config.env` for the rules
-of model groups.
+Values of `kafka:` and `nlu:` may be written as `${VAR}`. `model_groups:` is read as the selected
+Rasa release reads it (worker.config.model_groups, worker.config.endpoints_rules).
 """
 
 from __future__ import annotations
@@ -48,12 +48,8 @@ from pydantic import (
 )
 
 from contracts.models import DEFAULT_GROUP_ID, DEFAULT_TOPICS
-from worker.config.env import (
-    ROUTER_EXPANDABLE_KEYS,
-    expand_keys,
-    expand_model,
-    expand_section,
-)
+from worker.config.endpoints_rules import DEFAULT_RELEASE, ReleaseNumber, rules_for
+from worker.config.env import expand_section
 from worker.config.errors import (
     ConfigError,
     display_name,
@@ -61,6 +57,7 @@ from worker.config.errors import (
     problem,
     validation_problems,
 )
+from worker.config.model_groups import GroupsReading, read_model_groups
 from worker.config.yaml_files import read_yaml
 from worker.kafka.tls import TlsFileError, kafka_tls_context
 from worker.llm.model_group import ModelGroup
@@ -257,12 +254,15 @@ class Endpoints(BaseModel):
 @dataclass(slots=True)
 class EndpointsRead:
     """An endpoints file as far as it could be read: `endpoints` is None when any problem was
-    found, but `group_ids` still lists every id the file declares (to check references)."""
+    found, but `group_ids` still lists every id the file declares (to check references).
+    `warnings`: what the selected Rasa release accepts but that behaves surprisingly."""
 
     file: str
     endpoints: Endpoints | None
     group_ids: tuple[str, ...]
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    group_paths: dict[str, str] = field(default_factory=dict)  # `model_groups[i] (id x)` by id
 
 
 def _resolve_ssl_files(
@@ -339,88 +339,15 @@ def _nlu_endpoint(
     return None if expansion else endpoint
 
 
-def _model_group(
-    raw: dict[str, Any], *, file: str, path: str, environ: Mapping[str, str]
-) -> tuple[ModelGroup | None, list[str]]:
-    problems: list[str] = []
-    values = dict(raw)
-    models = raw.get("models")
-    if isinstance(models, list):
-        expanded_models: list[Any] = []
-        for i, model in enumerate(models):
-            if isinstance(model, dict):
-                model, found = expand_model(
-                    model, file=file, path=f"{path}.models[{i}]", environ=environ
-                )
-                problems.extend(found)
-            expanded_models.append(model)
-        values["models"] = expanded_models
-    router = raw.get("router")
-    if isinstance(router, dict):
-        values["router"], found = expand_keys(
-            router,
-            expandable=ROUTER_EXPANDABLE_KEYS,
-            file=file,
-            path=f"{path}.router",
-            environ=environ,
-        )
-        problems.extend(found)
-    if isinstance(models, list) and len(models) > 1 and raw.get("router") is None:
-        # ModelGroup checks this too, but only once every model is valid: said here, it is
-        # reported in the same run as the models' own problems.
-        problems.append(
-            problem(file, f"{path}.router", f"group of {len(models)} models needs a router block")
-        )
-    try:
-        group = ModelGroup.model_validate(values)
-    except ValidationError as error:
-        for line in validation_problems(error, file=file, base=path):
-            if line not in problems:
-                problems.append(line)
-        return None, problems
-    return (None if problems else group), problems
-
-
-def _model_groups(
-    section: object, *, file: str, environ: Mapping[str, str], problems: list[str]
-) -> tuple[dict[str, ModelGroup], tuple[str, ...]]:
-    if section is None:
-        return {}, ()
-    if not isinstance(section, list):
-        problems.append(problem(file, "model_groups", "must be a list of `- id: …, models: […]`"))
-        return {}, ()
-    groups: dict[str, ModelGroup] = {}
-    first_index: dict[str, int] = {}
-    for index, raw in enumerate(section):
-        group_id = raw.get("id") if isinstance(raw, dict) else None
-        named = isinstance(group_id, str) and group_id != ""
-        path = f"model_groups[{index}]" + (f" (id {group_id})" if named else "")
-        if not isinstance(raw, dict):
-            problems.append(problem(file, path, "must be a mapping with id and models"))
-            continue
-        if isinstance(group_id, str) and group_id in first_index:
-            problems.append(
-                problem(
-                    file,
-                    f"{path}.id",
-                    f"duplicate id, already used by model_groups[{first_index[group_id]}]",
-                )
-            )
-            continue
-        if isinstance(group_id, str) and named:
-            first_index[group_id] = index
-        group, found = _model_group(raw, file=file, path=path, environ=environ)
-        problems.extend(found)
-        if group is not None:
-            groups[group.id] = group
-    return groups, tuple(first_index)
-
-
-def read_endpoints(path: Path, environ: Mapping[str, str]) -> EndpointsRead:
-    """Read and check one endpoints file, collecting every problem instead of stopping."""
+def read_endpoints(
+    path: Path, environ: Mapping[str, str], *, release: ReleaseNumber = DEFAULT_RELEASE
+) -> EndpointsRead:
+    """Read and check one endpoints file, collecting every problem instead of stopping;
+    `model_groups` as Rasa `release` reads them."""
     file = display_name(path)
     problems: list[str] = []
-    ok, document = read_yaml(path, problems)
+    warnings: list[str] = []
+    ok, document = read_yaml(path, problems, env_references=True)
     if not ok:
         return EndpointsRead(file, None, (), problems)
     if document is None:
@@ -440,17 +367,20 @@ def read_endpoints(path: Path, environ: Mapping[str, str]) -> EndpointsRead:
         if document.get("nlu") is None
         else _nlu_endpoint(document["nlu"], file=file, environ=environ, problems=problems)
     )
-    groups, group_ids = _model_groups(
-        document.get("model_groups"), file=file, environ=environ, problems=problems
-    )
+    reading = GroupsReading(file, environ, rules_for(release), problems=problems, warnings=warnings)
+    groups, group_ids = read_model_groups(document.get("model_groups"), reading)
+    problems, warnings = list(dict.fromkeys(problems)), list(dict.fromkeys(warnings))
     if problems or kafka is None:
-        return EndpointsRead(file, None, group_ids, problems)
-    return EndpointsRead(file, Endpoints(kafka=kafka, nlu=nlu, model_groups=groups), group_ids)
+        return EndpointsRead(file, None, group_ids, problems, warnings, reading.paths)
+    endpoints = Endpoints(kafka=kafka, nlu=nlu, model_groups=groups)
+    return EndpointsRead(file, endpoints, group_ids, problems, warnings, reading.paths)
 
 
-def load_endpoints(path: Path, environ: Mapping[str, str]) -> Endpoints:
+def load_endpoints(
+    path: Path, environ: Mapping[str, str], *, release: ReleaseNumber = DEFAULT_RELEASE
+) -> Endpoints:
     """`endpoints.yml` with `${VAR}` expanded from `environ` and the KAFKA_* overrides applied."""
-    read = read_endpoints(path, environ)
+    read = read_endpoints(path, environ, release=release)
     if read.endpoints is None:
         raise ConfigError(read.problems)
     return read.endpoints

@@ -9,6 +9,7 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, ScalarNode
 
+from worker.config.env import PLAIN_REFERENCE, PlainReference
 from worker.config.errors import display_name
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -47,6 +48,20 @@ _RasaYamlLoader.yaml_implicit_resolvers = {
 }
 
 
+class _EnvReferenceLoader(_RasaYamlLoader):
+    """Plain scalars holding `${…}` become PlainReference, as Rasa's loader tags them
+    `!env_var` (shared/utils/yaml.py): only those are expanded at load (worker.config.env)."""
+
+
+def _plain_reference(loader: yaml.SafeLoader, node: yaml.Node) -> PlainReference:
+    assert isinstance(node, ScalarNode)
+    return PlainReference(loader.construct_scalar(node))
+
+
+_EnvReferenceLoader.add_implicit_resolver("!env_var", PLAIN_REFERENCE, None)
+_EnvReferenceLoader.add_constructor("!env_var", _plain_reference)
+
+
 def _yaml_problem(name: str, error: yaml.YAMLError) -> str:
     # Only PyYAML's generic wording is kept: its `str()` quotes the offending source line,
     # which may hold a secret.
@@ -58,8 +73,9 @@ def _yaml_problem(name: str, error: yaml.YAMLError) -> str:
     return f"{name}: invalid YAML"
 
 
-def read_yaml(path: Path, problems: list[str]) -> tuple[bool, Any]:
-    """The document in `path`, or (False, None) with the reason appended to `problems`."""
+def read_yaml(path: Path, problems: list[str], *, env_references: bool = False) -> tuple[bool, Any]:
+    """The document in `path`, or (False, None) with the reason appended to `problems`.
+    With `env_references`, plain `${…}` scalars are PlainReference (endpoints.yml)."""
     name = display_name(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -76,7 +92,8 @@ def read_yaml(path: Path, problems: list[str]) -> tuple[bool, Any]:
         problems.append(f"{name}: cannot be read ({error.strerror or type(error).__name__})")
         return False, None
     try:
-        return True, yaml.load(text, Loader=_RasaYamlLoader)
+        loader = _EnvReferenceLoader if env_references else _RasaYamlLoader
+        return True, yaml.load(text, Loader=loader)
     except yaml.YAMLError as error:
         problems.append(_yaml_problem(name, error))
         return False, None

@@ -3,31 +3,41 @@ cooldowns, retries on other deployments, and state shared through Redis when con
 
 Call semantics (SPEC §5, litellm Router's keys):
 
-- Attempts: the first plus up to `num_retries` more. Each retry goes to a healthy deployment this
-  call has not tried yet; only when every healthy one has failed does the call back off (full
-  jitter, 50 ms doubling, at most 1 s, `Retry-After` honoured up to that bound) and try them again.
-- Per-attempt timeout: the deployment's `timeout`, else the router's `timeout`, else 7 s.
-- Failures: 408, 429, 5xx, timeouts, connection errors and unreadable answers are retried and count
-  towards cooldown. 401/403/404 mean the deployment itself is misconfigured: not retried (the call
-  fails at once, as for other 4xx), but counted, so calls stop landing there. Other 4xx (400, 413,
-  422…) are the request's fault: not retried, not counted.
-- Cooldown: more than `allowed_fails` counted failures of a deployment within 60 s cool it down
-  for `cooldown_time` seconds (litellm's comparison: `allowed_fails: 3` tolerates three). A 429
-  cools it down at once, for `Retry-After` when longer than `cooldown_time`. A group of one
-  deployment is never cooled down. With every deployment cooling down, a call fails at once with
-  AllDeploymentsCoolingDown and makes no request.
+- Attempts: the first plus up to `num_retries` more — after a first failure, as many as the
+  `retry_policy` gives its kind (litellm: the first failure's class decides), or the failed
+  deployment's own `num_retries`. Each retry goes to a healthy deployment this call has not tried
+  yet; only when every healthy one has failed does the call back off (full jitter, 50 ms doubling,
+  at most 1 s, at least the router's `retry_after`, `Retry-After` honoured up to that bound) and
+  try them again.
+- Per-attempt timeout: the group's own `timeout` key (a call argument in Rasa), else the
+  deployment's `timeout`, else the router's `timeout`, else 7 s. Where the selected Rasa release
+  bounds the whole call (ModelGroup.call_timeout), no attempt or backoff outlasts it.
+- In a group of several deployments every failure of one deployment — timeouts, connection
+  errors, 5xx, 429, 401/403/404, unreadable answers — fails over to another and counts towards
+  its cooldown. A request error (400, 413, 422) fails over too, but counts only once another
+  deployment answers the same request (then it was that deployment's own); when every healthy
+  deployment returned one, the request itself is at fault and the call ends (RequestRejected).
+- A group of one deployment is never cooled down; a 4xx other than 408/429 ends its call at once.
+- Cooldown: more than `allowed_fails` (by kind: `allowed_fails_policy`) counted failures of a
+  deployment within 60 s cool it down for `cooldown_time` seconds (the deployment's own, else the
+  router's; litellm's comparison: `allowed_fails: 3` tolerates three). A 429 cools it down at
+  once, for `Retry-After` when longer. With every deployment cooling down, a call fails at once
+  with AllDeploymentsCoolingDown and makes no request. `disable_cooldowns` turns all this off.
+- Fallbacks: once the group has failed (however), each group of its `fallbacks` is tried in turn,
+  with its own retries and its own fallbacks, up to `max_fallbacks` deep; a group already tried
+  in this call is not tried again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
+import os
 import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from yarl import URL
@@ -36,14 +46,30 @@ from worker.llm.errors import (
     AllDeploymentsCoolingDown,
     AttemptError,
     AttemptsExhausted,
+    ErrorKind,
+    FallbacksFailed,
     GatewayError,
+    HttpTimeout,
     RateLimitsReached,
     RequestRejected,
+    UnusableAnswer,
+    kind_of_status,
 )
 from worker.llm.http import HttpError, Target
-from worker.llm.model_group import Deployment, ModelGroup
-from worker.llm.providers import Endpoint, ProviderAnswer, TokenUsage, error_text, parse_json
-from worker.llm.redaction import Redactor, deployment_secrets
+from worker.llm.model_group import LITELLM_PARAMS, Deployment, ModelGroup
+from worker.llm.providers import (
+    BuildContext,
+    HttpProvider,
+    LitellmServed,
+    Provider,
+    ProviderAnswer,
+    TokenUsage,
+    build_provider,
+    error_text,
+    parse_json,
+    retry_after_seconds,
+)
+from worker.llm.redaction import Redactor
 from worker.llm.router_defaults import ROUTER_TIMEOUT, router_params
 from worker.llm.strategies import Candidate, strategy_for, within_limits
 from worker.llm.transport import Transport
@@ -65,7 +91,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = ROUTER_TIMEOUT
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 1.0
-MAX_RETRY_AFTER = 3600.0
 IN_FLIGHT_GRACE = 1.0  # an in-flight entry outlives its call's timeout by this much at most
 
 ParamsFor = Callable[[Deployment], Mapping[str, Any]]
@@ -75,9 +100,10 @@ ParamsFor = Callable[[Deployment], Mapping[str, Any]]
 class Completion:
     text: str
     deployment: str
-    attempts: int
+    attempts: int  # in every group of the call (fallbacks included)
     latency_ms: int  # the whole call: every attempt and backoff
     usage: TokenUsage
+    group: str = ""  # the group that answered (a fallback's, when one did)
 
 
 @dataclass(frozen=True)
@@ -88,45 +114,32 @@ class GroupState:
     latency: LatencyWindows
 
 
-def group_state(group: ModelGroup) -> GroupState:
+def _latency_window(group: ModelGroup) -> tuple[int, float]:
     args = group.settings.routing_strategy_args
     size = args.get("max_latency_list_size")
     ttl = args.get("ttl")
-    return GroupState(
-        LocalUsage(),
-        LatencyWindows(
-            size=size if isinstance(size, int) and size > 0 else 10,
-            max_age=float(ttl) if isinstance(ttl, int | float) and ttl > 0 else 60.0,
-        ),
+    return (
+        size if isinstance(size, int) and size > 0 else 10,
+        float(ttl) if isinstance(ttl, int | float) and ttl > 0 else 60.0,
     )
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """`retry-after-ms` (OpenAI/Azure) or `Retry-After` (seconds or an HTTP date), bounded."""
-    value: float | None = None
-    raw_ms = headers.get("retry-after-ms")
-    raw = headers.get("Retry-After")
-    try:
-        if raw_ms is not None:
-            value = float(raw_ms) / 1000.0
-        elif raw is not None:
-            value = float(raw)
-    except ValueError:
-        value = None
-    if value is None and raw is not None:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-            value = when.timestamp() - time.time()
-        except (TypeError, ValueError, IndexError):
-            value = None
-    if value is None or value != value:  # NaN
-        return None
-    return min(max(value, 0.0), MAX_RETRY_AFTER)
+def group_state(group: ModelGroup) -> GroupState:
+    size, max_age = _latency_window(group)
+    return GroupState(LocalUsage(), LatencyWindows(size=size, max_age=max_age))
+
+
+def carried_state(state: GroupState, group: ModelGroup) -> GroupState:
+    """The state of a reloaded group: its history, under the new routing_strategy_args."""
+    size, max_age = _latency_window(group)
+    state.latency.configure(size=size, max_age=max_age)
+    return state
 
 
 class ModelGroupGateway:
     """Completions from one model group, over its Transport (keep-alive connections per
-    deployment, or a proxy; opened lazily, `close()` ends them)."""
+    deployment, or a proxy; opened lazily, `close()` ends them), falling back to the gateways
+    of its `fallbacks` (linked by the GatewayRegistry that built them)."""
 
     def __init__(
         self,
@@ -138,14 +151,22 @@ class ModelGroupGateway:
         state: GroupState | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        env = os.environ if environ is None else environ
         self.group = group
         self.group_id = group.id
         self.settings = group.settings
         self._rng = rng or random.Random()
-        self._endpoints = {
-            key: Endpoint(deployment, params(deployment), environ=environ)
-            for key, deployment in zip(deployment_keys(group.models), group.models, strict=True)
-        }
+        context = BuildContext(environ=env, routed=group.router is not None)
+        # The group's own keys are call arguments in Rasa: over every deployment's parameters.
+        call_params = {k: v for k, v in group.call_params.items() if k not in LITELLM_PARAMS}
+        self._endpoints: dict[str, Provider] = {}
+        try:
+            for key, deployment in zip(deployment_keys(group.models), group.models, strict=True):
+                self._endpoints[key] = build_provider(
+                    deployment, {**params(deployment), **call_params}, context
+                )
+        except ValueError as exc:
+            raise ValueError(f"model group {group.id!r}: {exc}") from None
         # A tuple: the same immutable object on every call, so strategies may cache by it.
         self._candidates = tuple(Candidate(key, e.deployment) for key, e in self._endpoints.items())
         self._keys = [c.key for c in self._candidates]
@@ -153,25 +174,36 @@ class ModelGroupGateway:
         self._counts_usage = self.settings.routing_strategy == "usage-based-routing"
         self._tracks_in_flight = self.settings.routing_strategy == "least-busy"
         self._uses_latency = self.settings.routing_strategy == "latency-based-routing"
-        # Per deployment, built once: the parsed URL, the prepared target and the timeout.
-        self._urls = {key: URL(e.url, encoded=True) for key, e in self._endpoints.items()}
+        # Per deployment, built once: the prepared target (HTTP providers) and the timeout.
+        self._http: dict[str, HttpProvider] = {}
+        self._served: dict[str, LitellmServed] = {}
         self._targets: dict[str, Target] = {}
-        for key, url in self._urls.items():
-            try:
-                self._targets[key] = Target(url)
-            except ValueError:
-                name = self._endpoints[key].name
-                raise ValueError(f"deployment {name!r}: api_base must be an http(s) URL") from None
-        self._timeouts = {key: self._timeout(e.deployment) for key, e in self._endpoints.items()}
+        for key, endpoint in self._endpoints.items():
+            if isinstance(endpoint, HttpProvider):
+                self._http[key] = endpoint
+                try:
+                    self._targets[key] = Target(URL(endpoint.url, encoded=True))
+                except ValueError:
+                    name = endpoint.name
+                    raise ValueError(
+                        f"model group {group.id!r}: deployment {name!r}: api_base must be an "
+                        "http(s) URL"
+                    ) from None
+            else:
+                assert isinstance(endpoint, LitellmServed)
+                self._served[key] = endpoint
+        group_timeout = group.call_params.get("timeout")
+        self._timeouts = {
+            key: self._timeout(e.deployment, group_timeout) for key, e in self._endpoints.items()
+        }
         # TLS trust, proxies and netrc credentials, read from the environment now.
         try:
-            self._transport = Transport(self._targets, environ)
+            self._transport = Transport(self._targets, env)
         except ValueError as exc:
             raise ValueError(f"model group {group.id!r}: {exc}") from None
-        secrets = [s for d in group.models for s in deployment_secrets(d)]
+        secrets = [s for e in self._endpoints.values() for s in e.secrets]
+        secrets.extend(group.secrets())
         secrets.extend(self._transport.secrets)
-        if self.settings.redis_password is not None:
-            secrets.append(self.settings.redis_password.get_secret_value())
         self._redact = Redactor(secrets)
         state = state or group_state(group)
         self._latency = state.latency
@@ -185,6 +217,7 @@ class ModelGroupGateway:
                 location=redis_location(self.settings),
                 redactor=self._redact,
             )
+        self._fallbacks: tuple[ModelGroupGateway, ...] = ()
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -199,6 +232,18 @@ class ModelGroupGateway:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+    def link_fallbacks(self, gateways: Mapping[str, ModelGroupGateway]) -> None:
+        """Fall back to these groups' gateways (`settings.fallbacks`, in order); KeyError names
+        a group that has none. Called once, by the registry, before the gateway is used."""
+        missing = [g for g in self.settings.fallbacks if g not in gateways]
+        if missing:
+            raise KeyError(f"model group {self.group_id!r}: no fallback group {missing[0]!r}")
+        self._fallbacks = tuple(gateways[g] for g in self.settings.fallbacks)
+
+    @property
+    def fallbacks(self) -> tuple[ModelGroupGateway, ...]:
+        return self._fallbacks
 
     @property
     def closed(self) -> bool:
@@ -215,13 +260,24 @@ class ModelGroupGateway:
         """Shared-state key of each deployment, by deployment name."""
         return {c.name: c.key for c in self._candidates}
 
-    async def complete(self, prompt: str) -> Completion:
-        """One completion of `prompt` (sent as one user message); GatewayError when none."""
-        started = time.monotonic()
+    async def complete(self, prompt: str, *, chain: FallbackChain | None = None) -> Completion:
+        """One completion of `prompt` (sent as one user message), from this group or, once it
+        has failed, from its fallbacks; GatewayError when none. `chain`: the call this one falls
+        back for (given by the gateway that falls back)."""
+        started = time.monotonic() if chain is None else chain.started
         self._active += 1
         self._idle.clear()
         try:
-            return await self._complete(prompt, started)
+            try:
+                return await self._complete(prompt, started)
+            except GatewayError as error:
+                depth = 0 if chain is None else chain.depth
+                if not self._fallbacks or depth >= self.settings.max_fallbacks:
+                    raise
+                first = error
+            if chain is None:
+                chain = FallbackChain(started, 0, {self.group_id})
+            return await self._fall_back(prompt, chain, first)
         finally:
             self._active -= 1
             if self._active == 0:
@@ -229,13 +285,52 @@ class ModelGroupGateway:
                 if self._retired:
                     await self._release()
 
+    async def _fall_back(
+        self, prompt: str, chain: FallbackChain, first: GatewayError
+    ) -> Completion:
+        failure, attempts = first, first.attempts
+        deeper = FallbackChain(chain.started, chain.depth + 1, chain.tried)
+        for fallback in self._fallbacks:
+            if fallback.group_id in chain.tried:
+                continue
+            chain.tried.add(fallback.group_id)
+            log.warning(
+                "model group %r failed (%s); falling back to model group %r",
+                self.group_id,
+                failure.message,
+                fallback.group_id,
+            )
+            try:
+                completion = await fallback.complete(prompt, chain=deeper)
+            except GatewayError as error:
+                failure, attempts = error, attempts + error.attempts
+                continue
+            return replace(completion, attempts=completion.attempts + attempts)
+        if failure is first:
+            raise first
+        raise FallbacksFailed(
+            "the group and its fallbacks failed",
+            group=self.group_id,
+            attempts=attempts,
+            last_error=failure.last_error,
+            deployment=failure.deployment,
+            last_group=failure.last_group,
+        ) from failure
+
     async def _complete(self, prompt: str, started: float) -> Completion:
         settings = self.settings
+        candidates = self._candidates
+        single = len(candidates) == 1
+        call_timeout = self.group.call_timeout
+        deadline = None if call_timeout is None else started + call_timeout
         max_attempts = 1 + settings.num_retries
-        single = len(self._candidates) == 1
         attempts = 0
         rounds = 0
         tried: set[str] = set()
+        # Deployments that refused this request (a request error), not yet counted: made on the
+        # first such failure only (most calls have none).
+        refused: set[str] | None = None
+        unproven: list[tuple[Candidate, AttemptError]] | None = None
         last: AttemptError | None = None
         last_name: str | None = None
 
@@ -248,21 +343,31 @@ class ModelGroupGateway:
                 deployment=last_name,
             )
 
+        def out_of_time() -> GatewayError:
+            return failure(
+                AttemptsExhausted, f"the group's call timeout of {call_timeout:g} s passed"
+            )
+
         while attempts < max_attempts:
             snapshot = await self.store.snapshot(self._keys)
             cooling = snapshot.cooling
             healthy: Sequence[Candidate] = (
-                self._candidates
+                candidates
                 if single or not cooling
-                else [c for c in self._candidates if c.key not in cooling]
+                else [c for c in candidates if c.key not in cooling]
             )
             if not healthy:
                 raise failure(AllDeploymentsCoolingDown, "every deployment is cooling down")
             fresh = [c for c in healthy if c.key not in tried] if tried else healthy
             if not fresh:
+                if refused is not None and all(c.key in refused for c in healthy):
+                    raise failure(RequestRejected, "every deployment refused the request")
                 # Every healthy deployment already failed this call: wait a little, then
                 # start over among them (re-reading health after the wait).
-                await asyncio.sleep(self._backoff(rounds, last))
+                delay = self._backoff(rounds, last)
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    raise out_of_time()
+                await asyncio.sleep(delay)
                 rounds += 1
                 tried.clear()
                 continue
@@ -272,16 +377,23 @@ class ModelGroupGateway:
             choice = await self._choose(fresh, usage, prompt)
             if choice is None:
                 raise failure(RateLimitsReached, "every deployment is at its rpm/tpm limit")
+            timeout = self._timeouts[choice.key]
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0:
+                    raise out_of_time()
             if self._uses_latency:  # no await since the usage was read: one probe at a time
-                self._latency.probe(choice.key, self._timeouts[choice.key])
+                self._latency.probe(choice.key, timeout)
             attempts += 1
             tried.add(choice.key)
             last_name = choice.name
             try:
-                answer = await self._attempt(choice, prompt)
+                answer = await self._attempt(choice, prompt, timeout)
             except AttemptError as error:
+                if last is None:  # litellm: the first failure decides how many retries follow
+                    max_attempts = 1 + self._retries_after(choice, error)
                 last = error
-                self._latency.failed(choice.key, error, self._timeouts[choice.key])
+                self._latency.failed(choice.key, error, timeout)
                 log.info(
                     "model group %r: deployment %r failed (attempt %d of %d): %s",
                     self.group_id,
@@ -290,19 +402,43 @@ class ModelGroupGateway:
                     max_attempts,
                     error.description,
                 )
-                if not single:
+                if single:
+                    if error.refused:
+                        raise failure(RequestRejected, "the request was refused") from None
+                elif error.request_error:
+                    if refused is None or unproven is None:
+                        refused, unproven = set(), []
+                    refused.add(choice.key)
+                    unproven.append((choice, error))
+                else:
                     await self._note_failure(choice, error)
-                if not error.retryable:
-                    raise failure(RequestRejected, "the request was refused") from None
                 continue
+            if self._counts_usage and answer.usage.total_tokens:
+                # The reservation counted the prompt's estimate: correct it to the reported usage.
+                tokens = answer.usage.total_tokens - prompt_tokens(prompt)
+                await self.store.add_tokens(choice.key, tokens)
+            # Another deployment answered this request: the request errors were their own.
+            if unproven:
+                for candidate, refusal in unproven:
+                    await self._note_failure(candidate, refusal)
             return Completion(
                 text=answer.text,
                 deployment=choice.name,
                 attempts=attempts,
                 latency_ms=round((time.monotonic() - started) * 1000),
                 usage=answer.usage,
+                group=self.group_id,
             )
         raise failure(AttemptsExhausted, "every attempt failed")
+
+    def _retries_after(self, candidate: Candidate, error: AttemptError) -> int:
+        own = candidate.deployment.num_retries
+        policy = self.settings.retry_policy.get(error.kind)
+        if policy is not None:
+            return policy
+        if own is not None:
+            return own
+        return self.settings.retries_after(error.kind)
 
     async def _choose(
         self, candidates: Sequence[Candidate], usage: Mapping[str, Any], prompt: str
@@ -329,42 +465,42 @@ class ModelGroupGateway:
         delay = self._rng.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * (2**rounds)))
         if last is not None and last.retry_after is not None:
             delay = max(delay, min(last.retry_after, BACKOFF_CAP))
-        return delay
+        return max(delay, self.settings.retry_after)
 
-    def _timeout(self, deployment: Deployment) -> float:
+    def _timeout(self, deployment: Deployment, group_timeout: Any) -> float:
+        # litellm's order (Router._get_non_stream_timeout): the call's own argument (the group's
+        # `timeout` key), the deployment's, the router's.
+        given = isinstance(group_timeout, int | float) and not isinstance(group_timeout, bool)
+        if given and group_timeout > 0:
+            return float(group_timeout)
         return deployment.timeout or self.settings.timeout or DEFAULT_TIMEOUT
 
-    async def _attempt(self, candidate: Candidate, prompt: str) -> ProviderAnswer:
+    async def _attempt(self, candidate: Candidate, prompt: str, timeout: float) -> ProviderAnswer:
         key = candidate.key
-        endpoint = self._endpoints[key]
-        timeout = self._timeouts[key]
+        endpoint = self._http.get(key)
+        if endpoint is None:
+            return await self._served_attempt(candidate, prompt, timeout)
         request = endpoint.request(prompt)
-        call_id = ""
-        if self._tracks_in_flight:
-            call_id = uuid.uuid4().hex
-            await self.store.enter(key, call_id, timeout + IN_FLIGHT_GRACE)
+        headers = request.headers
+        if endpoint.token is not None:
+            try:
+                bearer = await endpoint.token.header()
+            except Exception as exc:  # noqa: BLE001 - TokenUnavailable, or anything of azure's
+                raise AttemptError(self._redact(str(exc)), kind=ErrorKind.AUTHENTICATION) from None
+            headers = {**headers, "Authorization": bearer}
+        call_id = await self._enter(key, timeout) if self._tracks_in_flight else ""
         sent = time.monotonic()
         try:
-            response = await self._transport.post(key, request.headers, request.body, timeout)
+            response = await self._transport.post(key, headers, request.body, timeout)
         except HttpError as exc:
-            # Connect, TLS handshake or answer: a timeout (HttpTimeout) is a latency
-            # measurement too (recorded with the attempt's failure): it took this long.
-            timed_out = isinstance(exc, TimeoutError)
-            description = f"{exc} after {timeout:g} s" if timed_out else f"{exc.kind}: {exc}"
-            raise AttemptError(
-                self._redact(description),
-                retryable=True,
-                counts=True,
-                elapsed=exc.elapsed,
-                timed_out=timed_out,
-            ) from None
+            raise self._transport_error(exc, timeout) from None
         except ValueError as exc:  # a header value with a line break: never sent
             raise AttemptError(
-                self._redact(f"request not sent: {exc}"), retryable=False, counts=True
+                self._redact(f"request not sent: {exc}"), kind=ErrorKind.API_ERROR
             ) from None
         finally:
-            if self._tracks_in_flight:
-                await self.store.leave(candidate.key, call_id)
+            if call_id:
+                await self.store.leave(key, call_id)
         elapsed = time.monotonic() - sent
         status = response.status
         if not 200 <= status < 300:  # a redirect the transport did not follow is a failure too
@@ -374,16 +510,40 @@ class ModelGroupGateway:
         except ValueError as exc:  # not JSON, nested too deeply, or not this format's answer
             raise AttemptError(
                 self._redact(f"HTTP {status}: {exc}"),
+                kind=ErrorKind.API_ERROR,
                 status=status,
-                retryable=True,
-                counts=True,
                 elapsed=elapsed,
             ) from None
+        self._answered(candidate, elapsed)
+        return answer
+
+    async def _served_attempt(
+        self, candidate: Candidate, prompt: str, timeout: float
+    ) -> ProviderAnswer:
+        """An attempt on a deployment litellm serves: the same accounting around it."""
+        key = candidate.key
+        call_id = await self._enter(key, timeout) if self._tracks_in_flight else ""
+        sent = time.monotonic()
+        try:
+            answer = await self._served[key].complete(prompt, timeout)
+        except AttemptError as error:
+            error.description = self._redact(error.description)
+            raise
+        finally:
+            if call_id:
+                await self.store.leave(key, call_id)
+        self._answered(candidate, time.monotonic() - sent)
+        return answer
+
+    async def _enter(self, key: str, timeout: float) -> str:
+        """least-busy: count a call in flight on `key` (until `leave`, or its deadline)."""
+        call_id = uuid.uuid4().hex
+        await self.store.enter(key, call_id, timeout + IN_FLIGHT_GRACE)
+        return call_id
+
+    def _answered(self, candidate: Candidate, elapsed: float) -> None:
+        # A failed attempt's sample (a timeout's too) is taken by `_complete`, with its error.
         self._latency.record(candidate.key, elapsed)
-        if self._counts_usage and answer.usage.total_tokens:
-            # The reservation counted the prompt's estimate: correct it to the reported usage.
-            tokens = answer.usage.total_tokens - prompt_tokens(prompt)
-            await self.store.add_tokens(candidate.key, tokens)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "model group %r: deployment %r answered in %d ms",
@@ -391,50 +551,53 @@ class ModelGroupGateway:
                 candidate.name,
                 round(elapsed * 1000),
             )
-        return answer
+
+    def _transport_error(self, exc: HttpError, timeout: float) -> AttemptError:
+        # Connect, TLS handshake or answer. A timeout (HttpTimeout) is a latency measurement
+        # too (taken with the attempt's failure): the deployment took at least this long.
+        if isinstance(exc, HttpTimeout):
+            return AttemptError(
+                self._redact(f"{exc} after {timeout:g} s"),
+                kind=ErrorKind.TIMEOUT,
+                elapsed=exc.elapsed,
+                timed_out=True,
+            )
+        kind = ErrorKind.API_ERROR if isinstance(exc, UnusableAnswer) else ErrorKind.CONNECTION
+        return AttemptError(self._redact(f"{exc.kind}: {exc}"), kind=kind, elapsed=exc.elapsed)
 
     def _status_error(
         self, status: int, raw: bytes, headers: Mapping[str, str], elapsed: float
     ) -> AttemptError:
-        description = self._redact(error_text(status, raw))
-        if status == 429:
-            return AttemptError(
-                description,
-                status=status,
-                retryable=True,
-                counts=True,
-                retry_after=retry_after_seconds(headers),
-                elapsed=elapsed,
-            )
-        if status == 408 or status >= 500 or status < 200 or 300 <= status < 400:
-            return AttemptError(
-                description, status=status, retryable=True, counts=True, elapsed=elapsed
-            )
         return AttemptError(
-            description,
+            self._redact(error_text(status, raw)),
+            kind=kind_of_status(status),
             status=status,
-            retryable=False,
-            counts=status in (401, 403, 404),
+            retry_after=retry_after_seconds(headers) if status == 429 else None,
             elapsed=elapsed,
         )
 
     async def _note_failure(self, candidate: Candidate, error: AttemptError) -> None:
         settings = self.settings
-        if error.status == 429:
-            seconds = max(settings.cooldown_time, error.retry_after or 0.0)
-            if seconds > 0:
-                await self.store.cool_down(candidate.key, seconds)
-                log.warning(
-                    "model group %r: deployment %r rate limited (429), cooling down for %g s",
-                    self.group_id,
-                    candidate.name,
-                    seconds,
-                )
+        if settings.disable_cooldowns:
             return
-        if not error.counts:
+        own = candidate.deployment.cooldown_time
+        cooldown = settings.cooldown_time if own is None else own
+        if cooldown <= 0:  # a deployment's `cooldown_time: 0`: never cooled
             return
+        kind = error.kind
+        if kind is ErrorKind.RATE_LIMIT and kind not in settings.allowed_fails_policy:
+            seconds = max(cooldown, error.retry_after or 0.0)
+            await self.store.cool_down(candidate.key, seconds)
+            log.warning(
+                "model group %r: deployment %r rate limited (429), cooling down for %g s",
+                self.group_id,
+                candidate.name,
+                seconds,
+            )
+            return
+        allowed = settings.allowed_fails_for(kind)
         started = await self.store.note_failure(
-            candidate.key, allowed_fails=settings.allowed_fails, cooldown=settings.cooldown_time
+            candidate.key, allowed_fails=allowed, cooldown=cooldown
         )
         if started:
             log.warning(
@@ -442,13 +605,15 @@ class ModelGroupGateway:
                 "cooling down for %g s",
                 self.group_id,
                 candidate.name,
-                settings.allowed_fails,
-                settings.cooldown_time,
+                allowed,
+                cooldown,
             )
 
     async def _release(self) -> None:
         await self._transport.close()
         await self.store.close()
+        for endpoint in self._endpoints.values():
+            await endpoint.close()
 
     async def close(self) -> None:
         """Close the HTTP session and the Redis client now (calls in flight will fail)."""
@@ -464,6 +629,28 @@ class ModelGroupGateway:
 
 
 GatewayFactory = Callable[[ModelGroup, GroupState], ModelGroupGateway]
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackChain:
+    """A call falling back through groups: when it started, how deep it is, the groups tried."""
+
+    started: float
+    depth: int
+    tried: set[str]
+
+
+def fallback_closure(groups: Mapping[str, ModelGroup], start: str) -> list[str]:
+    """`start` and every group its fallbacks reach, in the order they are first named."""
+    order = [start]
+    for group_id in order:
+        group = groups.get(group_id)
+        if group is None:
+            continue
+        for target in group.settings.fallbacks:
+            if target not in order:
+                order.append(target)
+    return order
 
 
 class GatewayRegistry:
@@ -500,22 +687,37 @@ class GatewayRegistry:
 
     def replace(self, groups: Mapping[str, ModelGroup]) -> None:
         """Switch to `groups`: new calls use the new gateways at once; calls in flight on
-        replaced ones finish there, and their sessions close afterwards. A group whose config is
-        unchanged keeps its gateway. Every new gateway is built before anything is swapped, so a
-        group that cannot be built (ValueError) leaves the registry as it was."""
+        replaced ones finish there — on the fallbacks they were linked to, too — and their
+        sessions close afterwards. A gateway is kept only when its group's config and every
+        group its fallbacks reach are unchanged. Every new gateway is built and linked before
+        anything is swapped, so a group that cannot be built (ValueError, or KeyError for a
+        fallback group not given) leaves the registry as it was."""
+        unchanged = {
+            gid for gid, group in groups.items()
+            if gid in self._gateways and self._gateways[gid].group == group
+        }  # fmt: skip
+        kept = {
+            gid for gid in unchanged
+            if all(target in unchanged for target in fallback_closure(groups, gid))
+        }  # fmt: skip
         fresh: dict[str, ModelGroupGateway] = {}
         states: dict[str, GroupState] = {}
+        built: list[ModelGroupGateway] = []
         for group_id, group in groups.items():
-            current = self._gateways.get(group_id)
-            if current is not None and current.group == group:
-                fresh[group_id] = current
+            if group_id in kept:
+                fresh[group_id] = self._gateways[group_id]
                 states[group_id] = self._states[group_id]
                 continue
             # Local counters, cooldowns and latencies survive the reload: their keys are the
             # deployments' identities, so an unchanged deployment keeps its history.
-            state = self._states.get(group_id) or group_state(group)
-            fresh[group_id] = self._factory(group, state)
+            previous = self._states.get(group_id)
+            state = carried_state(previous, group) if previous else group_state(group)
+            gateway = self._factory(group, state)
+            fresh[group_id] = gateway
             states[group_id] = state
+            built.append(gateway)
+        for gateway in built:
+            gateway.link_fallbacks(fresh)
         retired = [g for gid, g in self._gateways.items() if fresh.get(gid) is not g]
         # Asked before anything changes: retiring needs the event loop (call from within it).
         loop = asyncio.get_running_loop() if retired else None

@@ -5,26 +5,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from pydantic import SecretStr
-
-from worker.llm.model_group import SECRET_KEYS, Deployment
+from worker.llm.model_group import Deployment
 
 # Providers echo partly masked keys in their error bodies ("Incorrect API key provided: sk-ab**yz");
 # even a fragment is more than a log needs.
+# Bearer tokens (Entra ID's are JWTs) change while the gateway runs: matched by their shape.
 _KEY_LIKE = re.compile(
     r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-*.]{6,}|\bAKIA[A-Z0-9]{12,}|\bASIA[A-Z0-9]{12,}"
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
 )
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)[^/@\s]+@", re.IGNORECASE)
 MAX_ERROR_TEXT = 300
 
 
 def deployment_secrets(deployment: Deployment) -> list[str]:
-    values: list[str] = []
-    for key in SECRET_KEYS:
-        secret = getattr(deployment, key, None)
-        if isinstance(secret, SecretStr):
-            values.append(secret.get_secret_value())
-    return values
+    return deployment.secrets()
 
 
 class Redactor:

@@ -14,14 +14,16 @@ log = logging.getLogger(__name__)
 
 async def ask_router(gateway: ModelGroupGateway, prompt: str) -> tuple[str | None, LlmCall, bool]:
     """(answer, the routing block's `llm`, failed). LLM trouble of any kind is `failed=True`
-    with the attempts made, so the worker routes NLU sticky (Rasa's behaviour)."""
+    with the attempts made, so the worker routes NLU sticky (Rasa's behaviour). `model_group`
+    and `deployment` name the group that answered (a fallback, when one did) or was tried
+    last, and its deployment; `attempts` counts those of every group tried."""
     started = time.monotonic()
     try:
         completion = await gateway.complete(prompt)
     except GatewayError as error:
         log.warning("LLMBasedRouter: no answer from model group: %s", error)
         call = LlmCall(
-            model_group=gateway.group_id,
+            model_group=error.last_group,
             deployment=error.deployment,
             answer=None,
             attempts=error.attempts,
@@ -37,7 +39,7 @@ async def ask_router(gateway: ModelGroupGateway, prompt: str) -> tuple[str | Non
         )
         return None, call, True
     call = LlmCall(
-        model_group=gateway.group_id,
+        model_group=completion.group or gateway.group_id,
         deployment=completion.deployment,
         answer=completion.text,
         attempts=completion.attempts,

@@ -3,9 +3,9 @@ selected Rasa release's DEFAULT_LLM_CONFIG, merged only where that release merge
 
 Rasa (shared/utils/llm.py _combine_single_model_configs) merges the router's defaults into a
 model only when the model's provider is the default's (`openai`); every other deployment sends
-only what the user wrote. Its openai and azure client configs then rename deprecated keys
-(`max_tokens` -> `max_completion_tokens` from the releases whose default sends the latter), and
-from 3.16 every model gets the default reasoning effort of its model family, or none.
+only what the user wrote. From 3.16 every model gets the default reasoning effort of its model
+family, or none. The user's deprecated keys (`max_tokens` -> `max_completion_tokens` where the
+release renames it) are renamed once, where the model is read (worker.config.model_config).
 
 The timeout is not a body parameter: the gateway waits the deployment's `timeout`, the router's,
 else the release's default (7 s) for every provider. (Under Rasa a non-openai deployment without
@@ -30,9 +30,6 @@ _TOKENIZERS: dict[tuple[int, ...], str] = {CL100K_ABC: "cl100k", O200K_ABC: "o20
 # Reasoning models (o1, o3, o4-mini, gpt-5…) share o200k but reject logit_bias.
 _O200K_PREFIXES = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5")
 _CL100K_PREFIXES = ("gpt-3.5", "gpt-35", "gpt-4")  # gpt-35-turbo is Azure's spelling
-# The providers whose client configs rename deprecated keys (openai_client_config.py,
-# azure_openai_client_config.py).
-_RENAMING_PROVIDERS = frozenset({"openai", "azure"})
 _EFFORT_PROVIDERS = frozenset({"openai", "azure"})
 
 
@@ -78,11 +75,7 @@ def router_params(
 ) -> dict[str, Any]:
     """Every body parameter of the router's request to `deployment` (beside model and
     prompt): the release's defaults where it merges them, under the deployment's own keys."""
-    own = deployment.extra_body()
-    if deployment.provider in _RENAMING_PROVIDERS:
-        for old, new in llm.renamed.items():
-            if old in own:  # Rasa's resolve_aliases: the old key's value wins
-                own[new] = own.pop(old)
+    own = deployment.extra_body()  # its deprecated keys already renamed, as the release reads it
     params: dict[str, Any] = {}
     if deployment.provider in llm.merged_into:
         params["temperature"] = llm.temperature

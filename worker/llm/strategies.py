@@ -225,11 +225,11 @@ def cost_based(
 
 
 def lowest_latency_buffer(settings: RouterSettings) -> float:
-    """`lowest_latency_buffer` from `routing_strategy_args` (litellm's place) or the router."""
+    """`routing_strategy_args.lowest_latency_buffer` (litellm's place for it), default 0."""
     given = settings.routing_strategy_args.get("lowest_latency_buffer")
     if isinstance(given, int | float) and not isinstance(given, bool) and given >= 0:
         return float(given)
-    return settings.lowest_latency_buffer
+    return 0.0
 
 
 def strategy_for(settings: RouterSettings) -> Strategy:

@@ -47,7 +47,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from worker.llm.errors import AttemptError
+from worker.llm.errors import AttemptError, ErrorKind
 from worker.llm.model_group import Deployment, RouterSettings
 from worker.llm.redaction import Redactor
 from worker.llm.strategies import DeploymentUsage, tokens_fit
@@ -596,6 +596,14 @@ class LatencyWindows:
         self._samples: dict[str, deque[tuple[float, float, bool]]] = {}
         self._probes: dict[str, float] = {}  # deployment key -> when its probe's claim lapses
 
+    def configure(self, *, size: int, max_age: float) -> None:
+        """New window limits (a reloaded `routing_strategy_args`), keeping the newest samples."""
+        self._size = max(1, size)
+        self._max_age = max_age
+        for key, samples in self._samples.items():
+            if samples.maxlen != self._size:
+                self._samples[key] = deque(samples, maxlen=self._size)
+
     def record(self, key: str, seconds: float) -> None:
         """A successful attempt that took `seconds`."""
         self._add(key, seconds, False)
@@ -605,7 +613,7 @@ class LatencyWindows:
         connection or TLS failure, a 5xx or 408, an unreadable answer, a 401/403/404 (every
         failure that counts towards a cooldown) is a penalty sample; a 429 (cooled down for its
         Retry-After instead) and the request's own 4xx are none."""
-        if error.counts and error.status != 429:
+        if error.counts and error.kind is not ErrorKind.RATE_LIMIT:
             seconds = timeout if error.timed_out else (error.elapsed or 0.0)
             self._add(key, seconds, True)
         elif self._probes:

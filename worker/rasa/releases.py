@@ -11,7 +11,8 @@ The source files each column was read from (paths inside the `rasa` package of t
 
 - llm: dialogue_understanding/coexistence/llm_based_router.py (DEFAULT_LLM_CONFIG,
   A_TO_C_TOKEN_IDS_CHATGPT), shared/utils/llm.py (_combine_single_model_configs,
-  _apply_default_reasoning_effort), shared/providers/_configs/openai_client_config.py (aliases)
+  _apply_default_reasoning_effort); a user's deprecated keys (`max_tokens`) are renamed where
+  the model is read (worker.config.endpoints_rules)
 - template: dialogue_understanding/coexistence/router_template.jinja2
 - prompt_keys: llm_based_router.py (LLMBasedRouter.__init__)
 - missing_prompt: shared/utils/llm.py (get_prompt_template)
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -48,10 +49,11 @@ class Release:
     def line(self) -> str:
         return f"{self.major}.{self.minor}"
 
-
-def _release(text: str) -> Release:
-    major, minor, patch = (int(part) for part in text.split("."))
-    return Release(major, minor, patch)
+    @classmethod
+    def parse(cls, text: str) -> Release:
+        """`3.11.20` (exactly three numbers)."""
+        major, minor, patch = (int(part) for part in text.split("."))
+        return cls(major, minor, patch)
 
 
 class MissingPrompt(StrEnum):
@@ -92,8 +94,6 @@ class RouterLlmDefaults:
     # Providers whose deployments get these defaults (Rasa merges only where the deployment's
     # provider is the default's); every other deployment sends only what the user wrote.
     merged_into: frozenset[str] = frozenset({"openai"})
-    # Keys Rasa's openai/azure client configs rename before the request (deprecated aliases).
-    renamed: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # From 3.16 Rasa picks the default reasoning effort per deployment from its model family
     # (openai, and azure models that name one): the first matching prefix, else none at all.
     effort_by_model: tuple[tuple[str, str | None], ...] = ()
@@ -123,12 +123,25 @@ class Patterns:
 
 
 @dataclass(frozen=True, slots=True)
-class RasaBehaviour:
-    """One row: the releases `first`..`last` behave alike for everything below."""
+class ReleaseRange:
+    """A row of a per-release table: the releases `first`..`last` (both included)."""
 
     first: Release
     last: Release
     read_from: tuple[str, ...]  # the releases whose source this row was checked against
+
+    def covers(self, release: Release) -> bool:
+        return self.first <= release <= self.last
+
+    @property
+    def releases(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}–{self.last}"
+
+
+@dataclass(frozen=True, slots=True)
+class RasaBehaviour(ReleaseRange):
+    """One row: the releases `first`..`last` behave alike for everything below."""
+
     llm: RouterLlmDefaults
     template: str  # file in worker/rasa/templates/, the default router_template.jinja2
     prompt_keys: tuple[str, ...]  # config keys naming the prompt file, the first given wins
@@ -141,13 +154,6 @@ class RasaBehaviour:
     untyped_mapping: str | None  # the type of a mapping without `type`; None: refused
     builtin_slots: tuple[str, ...]  # slots every domain has (`requested_slot` too with forms)
     start_session_after_expiry: bool  # session_config.start_session_after_expiry is read
-
-    def covers(self, release: Release) -> bool:
-        return self.first <= release <= self.last
-
-    @property
-    def releases(self) -> str:
-        return str(self.first) if self.first == self.last else f"{self.first}–{self.last}"
 
     @property
     def template_text(self) -> str:
@@ -166,7 +172,6 @@ def template_text(name: str) -> str:
 # The ids of " A", " B", " C" in OpenAI's tokenizers, which Rasa boosts with logit_bias 100.
 CL100K_ABC = (362, 426, 356)  # gpt-3.5-turbo, gpt-4, gpt-4-turbo
 O200K_ABC = (355, 418, 363)  # the gpt-4o family, gpt-4.1, gpt-4.5
-_TOKEN_ALIAS = MappingProxyType({"max_tokens": "max_completion_tokens"})
 
 _LLM_3_11_0 = RouterLlmDefaults(
     model="gpt-3.5-turbo",
@@ -176,7 +181,7 @@ _LLM_3_11_0 = RouterLlmDefaults(
     timeout=7.0,
     reasoning_effort=None,
 )
-_LLM_3_11_14 = replace(_LLM_3_11_0, token_limit_key="max_completion_tokens", renamed=_TOKEN_ALIAS)
+_LLM_3_11_14 = replace(_LLM_3_11_0, token_limit_key="max_completion_tokens")
 _LLM_3_13 = replace(_LLM_3_11_14, model="gpt-4o-2024-11-20", logit_bias_ids=O200K_ABC)
 # shared/utils/llm.py _REASONING_EFFORT_LOWEST_BY_MODEL_PREFIX (the same 3.16.0-3.21.0), which
 # Rasa consults after litellm's capability data; where that data answers first for a family it
@@ -205,7 +210,6 @@ _LLM_3_16 = RouterLlmDefaults(
     logit_bias_ids=(),
     timeout=7.0,
     reasoning_effort="minimal",
-    renamed=_TOKEN_ALIAS,
     effort_by_model=_EFFORT_BY_MODEL,
 )
 
@@ -290,10 +294,10 @@ def _row(
     read_from: tuple[str, ...] = (),
 ) -> RasaBehaviour:
     """A row; the columns that only ever changed with a new line follow from `first`."""
-    start = _release(first)
+    start = Release.parse(first)
     return RasaBehaviour(
         first=start,
-        last=_release(last),
+        last=Release.parse(last),
         read_from=read_from or tuple(dict.fromkeys((first, last))),
         llm=llm,
         template=_NEW_TEMPLATE if start >= Release(3, 16, 0) else _OLD_TEMPLATE,
@@ -355,7 +359,7 @@ NEWEST_OF_LINE: Mapping[str, Release] = MappingProxyType(
     {
         release.line: release
         for release in map(
-            _release,
+            Release.parse,
             ("3.11.20", "3.12.42", "3.13.25", "3.14.29", "3.15.36", "3.16.32", "3.17.12",
              "3.18.9", "3.19.9", "3.20.5", "3.21.0"),
         )
