@@ -42,6 +42,7 @@ from worker.llm.errors import (
 )
 from worker.llm.http import HttpError, Target
 from worker.llm.model_group import Deployment, ModelGroup
+from worker.llm.observer import SUCCESS, AttemptObserver, outcome_of
 from worker.llm.providers import Endpoint, ProviderAnswer, TokenUsage, error_text, parse_json
 from worker.llm.redaction import Redactor, deployment_secrets
 from worker.llm.router_defaults import ROUTER_TIMEOUT, router_params
@@ -136,6 +137,7 @@ class ModelGroupGateway:
         key_prefix: str = KEY_PREFIX,
         state: GroupState | None = None,
         environ: Mapping[str, str] | None = None,
+        observer: AttemptObserver | None = None,
     ) -> None:
         self.group = group
         self.group_id = group.id
@@ -184,6 +186,7 @@ class ModelGroupGateway:
                 location=redis_location(self.settings),
                 redactor=self._redact,
             )
+        self._observer = observer or AttemptObserver()  # metrics and traces (llm/observer.py)
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -208,6 +211,15 @@ class ModelGroupGateway:
     def in_flight(self) -> int:
         """Calls of `complete` running now."""
         return self._active
+
+    async def cooling_down(self) -> dict[str, bool]:
+        """Per deployment name: whether it is cooling down now (in the shared state, when
+        the group has one)."""
+        cooling = (await self.store.snapshot(self._keys)).cooling
+        state: dict[str, bool] = {}
+        for candidate in self._candidates:
+            state[candidate.name] = state.get(candidate.name, False) or candidate.key in cooling
+        return state
 
     @property
     def deployment_keys(self) -> dict[str, str]:
@@ -277,9 +289,13 @@ class ModelGroupGateway:
             attempts += 1
             tried.add(choice.key)
             last_name = choice.name
+            sent = time.monotonic()
             try:
                 answer = await self._attempt(choice, prompt)
             except AttemptError as error:
+                self._observer.attempt(
+                    self.group_id, choice.name, outcome_of(error), time.monotonic() - sent
+                )
                 last = error
                 log.info(
                     "model group %r: deployment %r failed (attempt %d of %d): %s",
@@ -294,6 +310,7 @@ class ModelGroupGateway:
                 if not error.retryable:
                     raise failure(RequestRejected, "the request was refused") from None
                 continue
+            self._observer.attempt(self.group_id, choice.name, SUCCESS, time.monotonic() - sent)
             return Completion(
                 text=answer.text,
                 deployment=choice.name,
