@@ -84,6 +84,7 @@ def environment(bootstrap: str, llm_url: str) -> dict[str, str]:
         FAKE_LLM_BASE=f"{llm_url}/v1",
         ROUTER_LLM_KEY=SECRET,
         PYTHONUNBUFFERED="1",
+        COEXISTENCE_ROUTER_HTTP_PORT="0",  # no HTTP server: the ops tests cover it
     )
     return env
 
