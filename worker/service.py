@@ -111,7 +111,7 @@ class RouterService:
         self.http: OpsServer | None = None
         if http is not None and self.metrics is not None:
             self.metrics.watch(self.gateways)
-            probe = BrokerProbe(settings.connection, settings.topics.input)
+            probe = BrokerProbe(settings.connection)
             health = Health(self.worker.status, probe)
             self.http = OpsServer(http.host, http.port, health, self.metrics, probe)
         self.stop = asyncio.Event()

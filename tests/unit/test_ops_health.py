@@ -34,7 +34,7 @@ def status(
 class Probe(BrokerProbe):
     def __init__(self, reachable: bool, problem: str = "") -> None:
         connection: Mapping[str, Any] = {}
-        super().__init__(connection, "user-messages")
+        super().__init__(connection)
         self.reachable, self.problem = reachable, problem
 
 

@@ -64,7 +64,9 @@ def value(metrics: RouterMetrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
 
 
-def routing(route: Route, reason: Reason, router: RouterName = RouterName.INTENT) -> dict[str, object]:
+def routing(
+    route: Route, reason: Reason, router: RouterName = RouterName.INTENT
+) -> dict[str, object]:
     return routing_block(
         route=route,
         sticky=True,
@@ -99,7 +101,9 @@ def test_dead_letters_are_counted_by_error_type() -> None:
     metrics.runtime.dead_lettered(0, 1, "ValidationError")
     metrics.runtime.dead_lettered(0, 2, "ValidationError")
     metrics.runtime.dead_lettered(1, 3, "BadRecord")
-    assert value(metrics, "coexistence_router_dead_letters_total", error_type="ValidationError") == 2
+    assert (
+        value(metrics, "coexistence_router_dead_letters_total", error_type="ValidationError") == 2
+    )
     assert value(metrics, "coexistence_router_dead_letters_total", error_type="BadRecord") == 1
 
 
@@ -159,7 +163,9 @@ def test_two_workers_never_share_counts() -> None:
     one, other = RouterMetrics(lambda: status()), RouterMetrics(lambda: status())
     one.runtime.dead_lettered(0, 1, "ValidationError")
     assert value(one, "coexistence_router_dead_letters_total", error_type="ValidationError") == 1
-    assert value(other, "coexistence_router_dead_letters_total", error_type="ValidationError") is None
+    assert (
+        value(other, "coexistence_router_dead_letters_total", error_type="ValidationError") is None
+    )
 
 
 def test_every_spec_metric_is_exposed_with_its_labels() -> None:

@@ -10,10 +10,11 @@ broker (disconnected, reconnecting with backoff) or for a rebalance is alive: re
 would not help.
 
 Readiness (`/readyz`, what a rollout waits for) holds only while the member is in the group,
-every partition assigned to it is restored, and the broker answers: a `BrokerProbe` asks it for
-the input topic's metadata every `interval` seconds, on a connection of its own with the
-worker's connection settings, because the worker's clients keep a stopped broker's
-connections open for a long time before they learn of it.
+every partition assigned to it is restored, and the broker answers: a `BrokerProbe` sends it an
+ApiVersions request every `interval` seconds, on a connection of its own with the worker's
+connection settings, because the worker's clients keep a stopped broker's connections open for a
+long time before they learn of it. (Not a metadata request for the input topic: a broker that
+auto-creates topics would create it, with its own partition count, before the worker does.)
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaClient
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.admin import ApiVersionRequest
 
+from worker.kafka.connect_errors import describe_connection_failure
 from worker.runtime.observer import WorkerStatus
 
 log = logging.getLogger(__name__)
@@ -52,13 +56,11 @@ class BrokerProbe:
     def __init__(
         self,
         connection: Mapping[str, Any],
-        topic: str,
         *,
         interval: float = PROBE_INTERVAL,
         timeout: float = PROBE_TIMEOUT,
     ) -> None:
         self._connection = connection
-        self._topic = topic
         self._interval = interval
         self._timeout = timeout
         self.reachable = False
@@ -75,13 +77,17 @@ class BrokerProbe:
                             **self._connection, request_timeout_ms=int(self._timeout * 1000)
                         )
                         await asyncio.wait_for(client.bootstrap(), self._timeout)
-                        client.set_topics([self._topic])
-                    answered = await asyncio.wait_for(client.force_metadata_update(), self._timeout)
-                    self._answer(answered, "the broker's metadata could not be read")
+                    node = client.get_random_node()
+                    if node is None:
+                        raise KafkaError("the broker named no broker in its metadata")
+                    request = _api_versions()
+                    await asyncio.wait_for(client.send(node, request), self._timeout)
+                    self._answer(True, "")
                 except TimeoutError:
                     self._answer(False, f"the broker did not answer within {self._timeout:g}s")
                 except Exception as exc:  # noqa: BLE001 - whatever it is, it is not ready
-                    self._answer(False, f"the broker could not be reached ({type(exc).__name__})")
+                    why = describe_connection_failure(exc, self._connection)
+                    self._answer(False, f"the broker could not be reached ({why})")
                     if client is not None:
                         await _close(client)
                         client = None
@@ -98,6 +104,14 @@ class BrokerProbe:
                 log.info("readiness: %s", problem)
         self.reachable = reachable
         self.problem = "" if reachable else problem
+
+
+def _api_versions() -> Any:
+    """An ApiVersions request: aiokafka 0.14 picks its version itself, earlier releases list
+    the versions."""
+    if isinstance(ApiVersionRequest, list):
+        return ApiVersionRequest[0]()
+    return ApiVersionRequest()
 
 
 async def _close(client: AIOKafkaClient) -> None:
