@@ -11,8 +11,8 @@ A decision's records are checked against their topics' size limits, headers incl
 of them is queued: a message that cannot be routed whole raises RecordTooLarge having written
 nothing, and goes to the DLQ instead. A dead letter itself always fits: a value too large for the
 DLQ topic is cut to what fits, with `x-truncated` giving its original size; input headers that
-leave no room even for an empty value are dropped from the last on (`x-truncated-headers`: how
-many), and only then is the key cut.
+leave no room even for an empty value are left out first, from the last on
+(`x-truncated-headers`: how many), and a key too large alone is cut last.
 """
 
 from __future__ import annotations
@@ -181,24 +181,28 @@ class Publisher:
 def _cut(
     limit: int, key: bytes | None, value: bytes | None, inherited: Headers, own: Headers
 ) -> tuple[bytes | None, bytes | None, Headers]:
-    """Key, value and headers that fit `limit`: the value cut first; then, if even an empty
-    value leaves no room, the input's headers dropped from the last on; the key only if it
-    alone is too large. A header of ours says what each cut took."""
+    """Key, value and headers that fit `limit`. The input's headers go first, from the last on,
+    but only while even an empty value would leave no room; then the value is cut; the key only
+    if it alone is too large. A header of ours says what each cut took."""
     # Length prefixes are varints: a shorter value may need fewer bytes, never more than 4 fewer.
     slack = 4
-    own = [*own, (TRUNCATED_HEADER, str(len(value or b"")).encode())]
-    kept = len(inherited)
-    while kept and estimate_size(key, b"", [*inherited[:kept], *own]) > limit - slack:
-        kept -= 1
-    if kept < len(inherited):
-        own.append((TRUNCATED_HEADERS_HEADER, str(len(inherited) - kept).encode()))
-    headers = [*inherited[:kept], *own]
+    whole = value or b""
+    cut_value = (TRUNCATED_HEADER, str(len(whole)).encode())
+    kept = list(inherited)
+    while kept and estimate_size(key, b"", [*kept, *own, cut_value]) > limit - slack:
+        kept.pop()
+    headers = [*kept, *own]
+    if len(kept) < len(inherited):
+        headers.append((TRUNCATED_HEADERS_HEADER, str(len(inherited) - len(kept)).encode()))
+        if estimate_size(key, value, headers) <= limit:
+            return key, value, headers  # the value fits whole once those are left out
+    headers.append(cut_value)
     if estimate_size(key, b"", headers) > limit and key is not None:
         headers.append((TRUNCATED_KEY_HEADER, str(len(key)).encode()))
         room = limit - estimate_size(b"", b"", headers) - slack
         key = key[: max(0, room)]
     room = limit - estimate_size(key, b"", headers) - slack
-    return key, (value or b"")[: max(0, room)], headers
+    return key, whole[: max(0, room)], headers
 
 
 def where(record: ConsumerRecord[bytes, bytes]) -> str:
