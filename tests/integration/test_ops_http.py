@@ -37,7 +37,9 @@ async def test_http_port_0_serves_nothing(bootstrap: str, tmp_path: Path) -> Non
     try:
         await wait_for_balanced_group([worker], 6)
         async with TopicReader(bootstrap, bundle.topics.calm) as inbox:
-            await produce(bootstrap, bundle.topics.input, [user_message("u", "x", "transfer_money")])
+            await produce(
+                bootstrap, bundle.topics.input, [user_message("u", "x", "transfer_money")]
+            )
             await inbox.wait_for(1)  # it routes
         assert listening_ports(worker.process.pid) == set()
     finally:
