@@ -136,6 +136,12 @@ async def test_spans_continue_the_inputs_trace_into_the_inbox(
         for sender, (trace_id, parent) in traced.items()
     ]
     sent.append(user_message("untraced", "send money"))
+    sticky_trace, sticky_parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    sticky = Outgoing(
+        user_message("traced-0", "and again").value,
+        b"traced-0",
+        headers=[("traceparent", f"00-{sticky_trace}-{sticky_parent}-01".encode())],
+    )
     async with OtlpReceiver() as otlp:
         bundle.env.update(
             OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url,
@@ -147,14 +153,22 @@ async def test_spans_continue_the_inputs_trace_into_the_inbox(
             await wait_for_balanced_group([worker], 6)
             await produce(bootstrap, bundle.topics.input, sent)
             async with TopicReader(bootstrap, bundle.topics.calm) as inbox:
-                records = await inbox.wait_for(len(sent))
-            spans = await otlp.wait_for(3 * len(sent))  # a message's span and two attempts
+                records = list(await inbox.wait_for(len(sent)))
+                # The sender's session holds now: decided in the fetch loop, no LLM call.
+                await produce(bootstrap, bundle.topics.input, [sticky])
+                [again] = (await inbox.wait_for(len(sent) + 1))[len(sent) :]
+            spans = await otlp.wait_for(3 * len(sent) + 1)  # a message's span, two attempts
         finally:
             assert await worker.stop() == 0, worker.output
     assert otlp.services == {"router-under-test"}
     messages = {s.span_id.hex(): s for s in spans if s.name.startswith("process ")}
     attempts = [s for s in spans if s.name == "llm attempt router-llm"]
-    assert len(messages) == len(sent) and len(attempts) == 2 * len(sent)
+    assert len(messages) == len(sent) + 1 and len(attempts) == 2 * len(sent)
+    trace_id, span_id, _ = traceparent(again)
+    held = messages.pop(span_id)
+    assert (trace_id, held.parent_span_id.hex()) == (sticky_trace, sticky_parent)
+    assert attributes(held)["coexistence_router.reason"] == "sticky_session"
+    assert not [a for a in attempts if a.parent_span_id == held.span_id]
     by_sender = {routed(r)["message"]["sender_id"]: r for r in records}
     for sender, record in by_sender.items():
         trace_id, span_id, flags = traceparent(record)
