@@ -218,6 +218,7 @@ def _component_schemas() -> dict[str, Any]:
         **union,
     }
     schemas["SessionRecordHeaders"] = SESSION_RECORD_HEADERS
+    schemas["InboxHeaders"] = INBOX_HEADERS
     schemas["DeadLetterHeaders"] = {
         "title": "DeadLetterHeaders",
         "description": "Headers naming the error and the record's source.",
@@ -240,6 +241,29 @@ SESSION_RECORD_HEADERS: dict[str, Any] = {
     },
 }
 SESSION_RECORD_HEADERS_EXAMPLE = {models.INPUT_OFFSET_HEADER: "1207"}
+
+INBOX_HEADERS: dict[str, Any] = {
+    "title": "InboxHeaders",
+    "description": "Every header of the input record, unchanged and in its order (trace context, "
+    "connector metadata, any bytes). With tracing on, `traceparent` is the W3C trace context "
+    "continued by the worker's span for the message (a new one when the input had none); "
+    "`tracestate` and every other header stay as they came.",
+    "type": "object",
+    "properties": {
+        "traceparent": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+            "description": "W3C trace context: the input's, or the worker's span's when tracing "
+            "is on.",
+        },
+        "tracestate": {"type": "string", "description": "W3C trace state, as the input had it."},
+    },
+    "additionalProperties": True,
+}
+INBOX_HEADERS_EXAMPLE = {
+    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "x-connector": "rest",
+}
 
 SENDER_KEY_SCHEMA: dict[str, Any] = {
     "type": "string",
@@ -317,10 +341,11 @@ def asyncapi_document() -> dict[str, Any]:
             "Routed message",
             "The input message, unchanged, with the routing decision.",
             _ref("#/components/schemas/RoutedMessage"),
-            [{"name": "calm", "payload": EXAMPLE_ROUTED_MESSAGE}],
+            [{"name": "calm", "payload": EXAMPLE_ROUTED_MESSAGE, "headers": INBOX_HEADERS_EXAMPLE}],
             description="`message` holds the input record's bytes exactly as they arrived "
             "(unknown fields included). `routing.sticky` is true when, after this message, the "
-            "sender's session is held by `routing.route`.",
+            "sender's session is held by `routing.route`. The headers are the input record's.",
+            headers=_ref("#/components/schemas/InboxHeaders"),
         ),
         "SessionRecord": _message(
             "session_record",
@@ -355,7 +380,12 @@ def asyncapi_document() -> dict[str, Any]:
             "A record of `user-messages` that could not be decoded or validated.",
             {
                 "description": "The original value bytes, unchanged: possibly not UTF-8, not "
-                "JSON, or not a valid input record. The record key is the original key too.",
+                "JSON, or not a valid input record. The record key is the original key too, and "
+                "the input record's headers come first, unchanged, before the worker's. A dead "
+                f"letter too large for the topic is cut to fit: `{models.TRUNCATED_HEADER}` (the "
+                f"value's original size), `{models.TRUNCATED_HEADERS_HEADER}` (how many of the "
+                "input's headers, the last ones, were left out), "
+                f"`{models.TRUNCATED_KEY_HEADER}` (the key's original size).",
             },
             [{"name": "missing-text", "headers": _dead_letter_headers_example()}],
             content_type="application/octet-stream",

@@ -267,9 +267,12 @@ DLQ_HEADERS = (
     "x-source-offset",
 )
 # On a `routing-dlq` record whose value had to be cut to fit the topic: the original value's
-# size in bytes (decimal). `x-truncated-key` likewise, in the rare case the key had to be cut.
+# size in bytes (decimal). `x-truncated-key` likewise, in the rare case the key had to be cut;
+# `x-truncated-headers`: how many of the input record's headers (the last ones) were left out,
+# in the rarer case that they alone did not fit.
 TRUNCATED_HEADER = "x-truncated"
 TRUNCATED_KEY_HEADER = "x-truncated-key"
+TRUNCATED_HEADERS_HEADER = "x-truncated-headers"
 
 
 class DeadLetter(BaseModel):

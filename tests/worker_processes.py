@@ -115,6 +115,9 @@ def write_bundle(
         endpoints["nlu"] = {"url": nlu_url, "retries": 0, "timeout": 60}
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
     env.update(PYTHONUNBUFFERED="1", KAFKA_BOOTSTRAP_SERVERS=bootstrap, NO_PROXY="127.0.0.1")
+    # No HTTP server unless a test asks for one: several workers run at once (and 8080 may be
+    # taken on this machine).
+    env["COEXISTENCE_ROUTER_HTTP_PORT"] = "0"
     if router == "llm":
         assert llm_url is not None, "an LLMBasedRouter bundle needs the fake LLM's url"
         endpoints["model_groups"] = [

@@ -14,6 +14,13 @@ from worker.config.app_config import validate_files
 from worker.config.errors import ConfigError
 from worker.kafka.topics import TopicLayoutError
 from worker.logs import DEFAULT_LOG_FORMAT, LOG_FORMAT_VARIABLE, LOG_FORMATS, configure_logging
+from worker.ops.server import (
+    DEFAULT_HTTP_HOST,
+    DEFAULT_HTTP_PORT,
+    HTTP_PORT_VARIABLE,
+    HttpPortInUse,
+    HttpSettings,
+)
 from worker.rasa.releases import (
     DEFAULT_VERSION,
     VERSION_VARIABLE,
@@ -63,6 +70,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="Rasa config.yml")
     run.add_argument("--endpoints", required=True, help="endpoints.yml of this environment")
     _assistant_options(run)
+    run.add_argument(
+        "--http-port",
+        default=os.environ.get(HTTP_PORT_VARIABLE) or str(DEFAULT_HTTP_PORT),
+        help=f"port of /metrics, /healthz and /readyz (env {HTTP_PORT_VARIABLE}; default "
+        f"{DEFAULT_HTTP_PORT}; 0: no HTTP server)",
+    )
+    run.add_argument(
+        "--http-host",
+        default=DEFAULT_HTTP_HOST,
+        help=f"address to serve them on (default {DEFAULT_HTTP_HOST}: every interface)",
+    )
 
     validate = add_command("validate", help="check config.yml against one or more endpoints files")
     validate.add_argument("--config", required=True)
@@ -78,7 +96,32 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get(VERSION_VARIABLE) or DEFAULT_VERSION,
         help="Rasa Pro release to reproduce",
     )
+    demo.add_argument(
+        "--http-port",
+        default=None,
+        help="port of its /metrics, /healthz and /readyz on 127.0.0.1 (default: a free one; "
+        "0: none)",
+    )
     return parser
+
+
+def http_port(text: str, source: str) -> int | None:
+    """The port a value names (0-65535), else None after printing what is wrong."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        print(f"{source} must be a port number from 0 to 65535, not {text!r}", file=sys.stderr)
+        return None
+    return port
+
+
+def _port_source(argv: list[str] | None) -> str:
+    given = sys.argv[1:] if argv is None else argv
+    if any(a == "--http-port" or a.startswith("--http-port=") for a in given):
+        return "--http-port"
+    return HTTP_PORT_VARIABLE
 
 
 def _rasa(args: argparse.Namespace) -> RasaVersion | None:
@@ -121,7 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from worker.demo import run_demo
 
-        return eventloop.run(run_demo(args.router, rasa=rasa))
+        demo_port: int | None = 0  # a free port
+        if args.http_port is not None:
+            chosen = http_port(args.http_port, "--http-port")
+            if chosen is None:
+                return 2
+            demo_port = chosen or None  # 0: none
+        return eventloop.run(run_demo(args.router, rasa=rasa, http_port=demo_port))
+    port = http_port(args.http_port, _port_source(argv))
+    if port is None:
+        return 2
+    http = HttpSettings(args.http_host, port) if port else None
     from worker.service import serve
 
     def refuse(line: str) -> None:
@@ -140,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ,
                 domain=args.domain,
                 rasa=rasa,
+                http=http,
             )
         )
     except ConfigError as error:
@@ -149,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except TopicLayoutError as error:
         refuse(f"refusing to start: {error}")
+        return 1
+    except HttpPortInUse as error:
+        refuse(f"refusing to start: --http-port {port}: {error}")
         return 1
     return 0
 

@@ -2,7 +2,9 @@
 
 Starts the Tansu broker and the fake LLM server on free loopback ports, runs the worker on the
 bundled example configuration, publishes a scripted conversation of several senders, and prints
-every decision as it comes out of `calm-inbox` / `nlu-inbox`.
+every decision as it comes out of `calm-inbox` / `nlu-inbox`. Each worker serves its metrics,
+health and readiness on 127.0.0.1 (a free port unless `--http-port` names one); the demo says
+where, and reads its counters back from `/metrics` at the end.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from worker.config.app_config import load_app_config
 from worker.config.endpoints import Topics
@@ -24,6 +28,7 @@ from worker.config.examples import ExampleRouter, bundled_example
 from worker.fake_llm import FakeLLMServer
 from worker.kafka.broker import EmbeddedBroker
 from worker.kafka.topics import ensure_topics
+from worker.ops.server import HttpSettings
 from worker.rasa.releases import DEFAULT_RASA, RasaVersion
 from worker.service import RouterService, runtime_settings
 
@@ -158,12 +163,29 @@ def _print_table(title: str, decisions: list[dict[str, Any]], out: TextIO) -> No
             print("  ".join("-" * w for w in widths), file=out)
 
 
+async def _counted(url: str) -> str:
+    """What the worker's /metrics says it did, in one line."""
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        text = await response.text()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "coexistence_router_decisions_total":
+                route = sample.labels["route"]
+                totals[f"{route} decisions"] = totals.get(f"{route} decisions", 0) + sample.value
+            elif sample.name == "coexistence_router_llm_requests_total":
+                totals["LLM attempts"] = totals.get("LLM attempts", 0) + sample.value
+    return ", ".join(f"{name} {value:g}" for name, value in sorted(totals.items()))
+
+
 async def _run_one(
     router: ExampleRouter,
     bootstrap: str,
     environ: dict[str, str],
     turns: list[Turn],
     rasa: RasaVersion,
+    http_port: int | None,
+    out: TextIO,
 ) -> list[dict[str, Any]]:
     paths = bundled_example(router)
     app = load_app_config(
@@ -183,19 +205,30 @@ async def _run_one(
     await ensure_topics(
         settings.connection, topics, create=True, partitions=3, replication_factor=1
     )
-    service = RouterService(app, environ, settings)
+    http = HttpSettings("127.0.0.1", http_port) if http_port is not None else None
+    service = RouterService(app, environ, settings, http=http)
     task = asyncio.create_task(service.run())
     try:
         published = await _publish(bootstrap, topics.input, turns)
-        return await _collect(bootstrap, topics, published)
+        decisions = await _collect(bootstrap, topics, published)
+        if service.http is not None:
+            url = f"{service.http.url}/metrics"
+            print(f"\n{router} worker: metrics at {url} (also /healthz, /readyz)", file=out)
+            print(f"  {await _counted(url)}", file=out)
+        return decisions
     finally:
         service.stop.set()
         await task
 
 
 async def run_demo(
-    which: str = "both", out: TextIO = sys.stdout, rasa: RasaVersion = DEFAULT_RASA
+    which: str = "both",
+    out: TextIO = sys.stdout,
+    rasa: RasaVersion = DEFAULT_RASA,
+    http_port: int | None = 0,
 ) -> int:
+    """`http_port`: where each worker serves its endpoints on 127.0.0.1 (0: a free port;
+    None: nowhere)."""
     async with EmbeddedBroker() as broker, FakeLLMServer(responder=llm_answer) as llm:
         environ = dict(os.environ)
         environ.update(
@@ -207,12 +240,18 @@ async def run_demo(
         print(f"routing as {rasa} does", file=out)
         if which in ("intent", "both"):
             decisions = await _run_one(
-                "intent", broker.bootstrap_servers, environ, INTENT_CONVERSATION, rasa
+                "intent",
+                broker.bootstrap_servers,
+                environ,
+                INTENT_CONVERSATION,
+                rasa,
+                http_port,
+                out,
             )
             _print_table("IntentBasedRouter (worker/examples/intent/config.yml)", decisions, out)
         if which in ("llm", "both"):
             decisions = await _run_one(
-                "llm", broker.bootstrap_servers, environ, LLM_CONVERSATION, rasa
+                "llm", broker.bootstrap_servers, environ, LLM_CONVERSATION, rasa, http_port, out
             )
             _print_table("LLMBasedRouter (worker/examples/llm/config.yml)", decisions, out)
     return 0

@@ -8,6 +8,10 @@ started before finishes on the old one (its LLM call on the old gateways, fallba
 What cannot be applied live (the router's block in config.yml, `kafka:`, `nlu:`, the idle expiry
 of sessions) refuses the whole reload with a log line, as does an invalid file: the running
 configuration stays, whole.
+
+Operations (worker.ops): with `http`, the metrics observe the worker and its gateways and the
+HTTP endpoints run beside it; with the `OTEL_*` variables (and the otel extra), so do traces.
+Without them nothing of either is attached.
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ from worker.config.app_config import AppConfig, load_app_config, reload_app_conf
 from worker.config.errors import ConfigError
 from worker.llm.gateway import GatewayFactory, GatewayRegistry, ModelGroupGateway
 from worker.llm.model_group import ModelGroup
+from worker.llm.observer import AttemptObserver, AttemptObservers
 from worker.llm.router_defaults import router_params
+from worker.ops.health import BrokerProbe, Health
+from worker.ops.metrics import RouterMetrics
+from worker.ops.server import HttpSettings, OpsServer
+from worker.ops.tracing import tracing_from_environment
 from worker.rasa.releases import RasaVersion
 from worker.routing.decision import RoutingDecision
 from worker.routing.router_config import IntentBasedRouterConfig, LLMBasedRouterConfig, RouterConfig
@@ -72,10 +81,15 @@ def build_router(
     )
 
 
-def _gateway_factory(app: AppConfig) -> GatewayFactory:
+SERVICE_NAME = "coexistence-router"  # traces' service.name unless OTEL_SERVICE_NAME says
+
+
+def _gateway_factory(app: AppConfig, observer: AttemptObserver | None) -> GatewayFactory:
     """Gateways whose requests carry the selected Rasa release's router defaults."""
     params = partial(router_params, llm=app.rasa.behaviour.llm)
-    return lambda group, state: ModelGroupGateway(group, state=state, params=params)
+    return lambda group, state: ModelGroupGateway(
+        group, state=state, params=params, observer=observer
+    )
 
 
 def _without_prompt_text(router: RouterConfig) -> RouterConfig:
@@ -134,19 +148,48 @@ class RouterService:
         app: AppConfig,
         environ: Mapping[str, str],
         settings: RuntimeSettings | None = None,
+        *,
+        http: HttpSettings | None = None,
     ) -> None:
         self.app = app
         self._environ = environ
+        settings = settings or runtime_settings(app)
+        self.tracing = tracing_from_environment(environ, SERVICE_NAME)
+        self.metrics = RouterMetrics(lambda: self.worker.status()) if http is not None else None
         self.gateways = (
-            GatewayRegistry(router_groups(app), factory=_gateway_factory(app))
+            GatewayRegistry(
+                router_groups(app), factory=_gateway_factory(app, self._attempt_observer())
+            )
             if app.llm_group is not None
             else None
         )
         # One NLU client for the process: `nlu:` does not reload.
         self._nlu = nlu_server(app)
         self.router = LiveRouter(build_router(app, self.gateways, self._nlu))
-        self.worker = RoutingWorker(settings or runtime_settings(app), self.router)
+        self.worker = RoutingWorker(
+            settings,
+            self.router,
+            observer=self.metrics.runtime if self.metrics is not None else None,
+            tracing=self.tracing,
+        )
+        self.http: OpsServer | None = None
+        if http is not None and self.metrics is not None:
+            self.metrics.watch(self.gateways)
+            probe = BrokerProbe(settings.connection)
+            health = Health(self.worker.status, probe)
+            self.http = OpsServer(http.host, http.port, health, self.metrics, probe)
         self.stop = asyncio.Event()
+
+    def _attempt_observer(self) -> AttemptObserver | None:
+        """What sees the gateways' attempts: the metrics, the traces, both or nothing."""
+        watching: list[AttemptObserver] = []
+        if self.metrics is not None:
+            watching.append(self.metrics.gateways)
+        if self.tracing is not None:
+            watching.append(self.tracing)
+        if len(watching) > 1:
+            return AttemptObservers(*watching)
+        return watching[0] if watching else None
 
     def reload(self) -> bool:
         """Re-read the configuration files and swap in the new routing configuration whole, or
@@ -193,12 +236,20 @@ class RouterService:
         self.stop.set()
 
     async def run(self) -> None:
+        """Serve the HTTP endpoints (HttpPortInUse before anything touches Kafka), then run
+        the worker until `stop`."""
         try:
+            if self.http is not None:
+                await self.http.start()
             await self.worker.run(self.stop)
         finally:
+            if self.http is not None:
+                await self.http.stop()
             await self.router.close()
             if self.gateways is not None:
                 await self.gateways.close()
+            if self.tracing is not None:
+                await self.tracing.close()
 
 
 async def serve(
@@ -209,8 +260,10 @@ async def serve(
     *,
     domain: str | None,
     rasa: RasaVersion,
+    http: HttpSettings | None = None,
 ) -> None:
-    """`coexistence-router run`: raises ConfigError before touching Kafka when a file is bad."""
+    """`coexistence-router run`: raises ConfigError before touching Kafka when a file is bad,
+    HttpPortInUse when the HTTP port is taken."""
     app = load_app_config(
         Path(config),
         Path(endpoints),
@@ -220,7 +273,7 @@ async def serve(
         rasa=rasa,
     )
     log.info("routing as %s does (releases %s of the table)", app.rasa, app.rasa.behaviour.releases)
-    service = RouterService(app, environ)
+    service = RouterService(app, environ, http=http)
     service.install_signal_handlers()
     with contextlib.suppress(asyncio.CancelledError):
         await service.run()

@@ -8,6 +8,12 @@ Throughput: the same pre-produced input records are read by (a) a raw aiokafka c
 passthrough and (b) the RoutingWorker, each as a new consumer group, alternately. A run is timed
 from partition assignment to the moment the group's committed offsets cover every input record
 (polled every 20 ms through the admin API, the same way for both).
+
+`--metrics on|off|both` (default both): the worker with its metrics observer attached and
+/metrics, /healthz and /readyz served (with the broker probe) and scraped every second, as `run`
+runs by default; without them; or both in every round, their order alternating. With `both` the
+result adds `metrics_throughput_ratio` (with ÷ without) and the CPU per message each way;
+`intent_throughput_ratio` is always the worker with metrics on when they were measured.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -174,9 +181,103 @@ async def passthrough(
     return t0, t1, cpu1 - cpu0
 
 
+# ---- the worker with its metrics on, as `run` serves them --------------------------------------
+
+METRICS_MODES = ("off", "on", "both")
+SCRAPE_INTERVAL = 1.0  # seconds: fifteen times Prometheus's default scrape interval
+
+
+def metered(progress: CommitProgress) -> Any:
+    """The service's runtime metrics class as the worker's one observer (as RouterService
+    attaches them: no fan-out), also telling the harness of commits."""
+    from worker.ops.metrics import RuntimeMetrics
+
+    class MeteredCommits(RuntimeMetrics):
+        def committed(self, positions: Any) -> None:
+            for partition, position in positions.items():
+                progress.committed(partition, position)
+
+    return MeteredCommits
+
+
+@contextlib.asynccontextmanager
+async def metrics_served(worker: Any, metrics: Any) -> AsyncIterator[None]:
+    """/metrics, /healthz and /readyz on a loopback port, with the broker probe, as `run` serves
+    them, and a scraper in this process asking /metrics every SCRAPE_INTERVAL."""
+    import aiohttp
+
+    from worker.ops.health import BrokerProbe, Health
+    from worker.ops.server import OpsServer
+
+    probe = BrokerProbe(worker.settings.connection)
+    server = OpsServer("127.0.0.1", 0, Health(worker.status, probe), metrics, probe)
+    await server.start()
+
+    started = asyncio.Event()
+
+    async def scrape() -> None:
+        async with aiohttp.ClientSession() as http:
+            while True:
+                async with http.get(server.url + "/metrics") as response:
+                    await response.read()
+                started.set()
+                await asyncio.sleep(SCRAPE_INTERVAL)
+
+    scraper = asyncio.create_task(scrape())
+    # Started before the timed run: the first scrape and the probe's connection are not the
+    # run's cost (a service pays them once).
+    await asyncio.wait_for(started.wait(), 30)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not probe.reachable and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    try:
+        yield
+    finally:
+        scraper.cancel()
+        await asyncio.gather(scraper, return_exceptions=True)
+        await server.stop()
+
+
+async def worker_run(
+    settings: Any, ends: dict[int, int], *, metrics: bool, profile: str | None
+) -> tuple[float, float, float]:
+    if not metrics:
+        return await timed_worker_run(settings, make_router(), ends, timeout=600, profile=profile)
+    from worker.ops.metrics import RouterMetrics
+
+    made: dict[str, Any] = {}
+
+    def observer(progress: CommitProgress) -> Any:
+        made["metrics"] = RouterMetrics(lambda: made["worker"].status(), runtime=metered(progress))
+        return made["metrics"].runtime
+
+    def beside(worker: Any) -> contextlib.AbstractAsyncContextManager[None]:
+        made["worker"] = worker
+        return metrics_served(worker, made["metrics"])
+
+    return await timed_worker_run(
+        settings,
+        make_router(),
+        ends,
+        timeout=600,
+        profile=profile,
+        observer=observer,
+        beside=beside,
+    )
+
+
 async def run_throughput(
-    bootstrap: str, messages: int, partitions: int, rounds: int, profile: str | None
+    bootstrap: str,
+    messages: int,
+    partitions: int,
+    rounds: int,
+    profile: str | None,
+    metrics: str = "both",
 ) -> dict[str, Any]:
+    """`metrics`: the worker with its metrics served and scraped (on), without (off), or both
+    in every round (their order alternating); `intent_throughput_ratio` is the worker with
+    metrics on when they were measured, as `run` runs by default."""
     from worker.kafka.topics import ensure_topics
 
     topics = make_topics("intent")
@@ -186,46 +287,70 @@ async def run_throughput(
     )
     ends = await produce_all(bootstrap, topics.input, intent_messages(messages))
     assert sum(ends.values()) == messages, ends
+    modes = {"off": [False], "on": [True], "both": [False, True]}[metrics]
     passthrough_rates: list[float] = []
-    worker_rates: list[float] = []
     passthrough_cpu: list[float] = []
-    worker_cpu: list[float] = []
+    rates: dict[bool, list[float]] = {m: [] for m in modes}
+    cpu_us: dict[bool, list[float]] = {m: [] for m in modes}
     for round_ in range(rounds):
         target = f"{topics.input}-copy-{round_}"
         t0, t1, cpu = await passthrough(bootstrap, topics.input, target, ends, None)
         passthrough_rates.append(messages / (t1 - t0))
         passthrough_cpu.append(cpu * 1e6 / messages)
-        # Every round: its own output, changelog and DLQ topics (the changelog starts empty).
-        run_topics = topics.model_copy(
-            update={
-                "calm": f"{topics.calm}-{round_}",
-                "nlu": f"{topics.nlu}-{round_}",
-                "sessions": f"{topics.sessions}-{round_}",
-                "dlq": f"{topics.dlq}-{round_}",
-            }
-        )
-        settings = make_settings(bootstrap, run_topics, partitions)
-        last = round_ == rounds - 1
-        t0, t1, cpu = await timed_worker_run(
-            settings, make_router(), ends, timeout=600, profile=profile if last else None
-        )
-        worker_rates.append(messages / (t1 - t0))
-        worker_cpu.append(cpu * 1e6 / messages)
-    worker = statistics.median(worker_rates)
+        order = modes if round_ % 2 == 0 else list(reversed(modes))
+        for on in order:
+            # Every run: its own output, changelog and DLQ topics (the changelog starts empty).
+            run = f"{round_}-{'m' if on else 'n'}"
+            run_topics = topics.model_copy(
+                update={
+                    "calm": f"{topics.calm}-{run}",
+                    "nlu": f"{topics.nlu}-{run}",
+                    "sessions": f"{topics.sessions}-{run}",
+                    "dlq": f"{topics.dlq}-{run}",
+                }
+            )
+            settings = make_settings(bootstrap, run_topics, partitions)
+            last = round_ == rounds - 1 and on == order[-1]
+            t0, t1, cpu = await worker_run(
+                settings, ends, metrics=on, profile=profile if last else None
+            )
+            rates[on].append(messages / (t1 - t0))
+            cpu_us[on].append(cpu * 1e6 / messages)
     base = statistics.median(passthrough_rates)
-    return {
+    shown = True in rates
+    worker = statistics.median(rates[shown])
+    result: dict[str, Any] = {
         "loop": eventloop.loop_name(asyncio.get_running_loop()),
         "messages": messages,
         "partitions": partitions,
         "rounds": rounds,
+        "metrics": metrics,
         "passthrough_messages_per_s": round(base, 1),
         "worker_messages_per_s": round(worker, 1),
         "intent_throughput_ratio": round(worker / base, 3),
         "passthrough_cpu_us_per_message": round(statistics.median(passthrough_cpu), 1),
-        "worker_cpu_us_per_message": round(statistics.median(worker_cpu), 1),
+        "worker_cpu_us_per_message": round(statistics.median(cpu_us[shown]), 1),
         "passthrough_rates": [round(r, 1) for r in passthrough_rates],
-        "worker_rates": [round(r, 1) for r in worker_rates],
+        "worker_rates": [round(r, 1) for r in rates[shown]],
     }
+    if metrics == "both":
+        off, on = statistics.median(rates[False]), statistics.median(rates[True])
+        result.update(
+            {
+                "intent_throughput_ratio_without_metrics": round(off / base, 3),
+                "worker_messages_per_s_without_metrics": round(off, 1),
+                "worker_cpu_us_per_message_without_metrics": round(
+                    statistics.median(cpu_us[False]), 1
+                ),
+                "worker_rates_without_metrics": [round(r, 1) for r in rates[False]],
+                # With ÷ without, each the median of its rounds (1.0: metrics cost nothing).
+                "metrics_throughput_ratio": round(on / off, 3),
+                "metrics_cpu_us_per_message": round(
+                    statistics.median(cpu_us[True]) - statistics.median(cpu_us[False]), 2
+                ),
+            }
+        )
+    return result
 
 
 # ---- latency at a fixed rate ------------------------------------------------------------------
@@ -463,6 +588,12 @@ def main() -> None:
     throughput.add_argument("--partitions", type=int, default=6)
     throughput.add_argument("--rounds", type=int, default=1)
     throughput.add_argument("--profile")
+    throughput.add_argument(
+        "--metrics",
+        choices=METRICS_MODES,
+        default="both",
+        help="the worker with its metrics served and scraped, without, or both (default)",
+    )
     latency = sub.add_parser("latency")
     latency.add_argument("--bootstrap", required=True)
     latency.add_argument("--rate", type=float, required=True)
@@ -479,7 +610,12 @@ def main() -> None:
         emit(
             eventloop.run(
                 run_throughput(
-                    args.bootstrap, args.messages, args.partitions, args.rounds, args.profile
+                    args.bootstrap,
+                    args.messages,
+                    args.partitions,
+                    args.rounds,
+                    args.profile,
+                    args.metrics,
                 )
             )
         )

@@ -389,10 +389,21 @@ def stop_profiler(profiler: Any, path: str | None) -> None:
 
 
 async def timed_worker_run(
-    settings: Any, router: Any, ends: dict[int, int], *, timeout: float, profile: str | None
+    settings: Any,
+    router: Any,
+    ends: dict[int, int],
+    *,
+    timeout: float,
+    profile: str | None,
+    observer: Callable[[CommitProgress], Any] | None = None,
+    beside: Callable[[Any], contextlib.AbstractAsyncContextManager[Any]] | None = None,
 ) -> tuple[float, float, float]:
     """Run a RoutingWorker over pre-produced input: (t0 = partitions assigned and restored,
-    t1 = every input offset committed, worker CPU seconds in between)."""
+    t1 = every input offset committed, worker CPU seconds in between).
+
+    `observer(progress)`: the worker's one observer, which must tell `progress` of commits
+    (default: one that hears only them). `beside(worker)`: what runs next to the worker for the
+    whole run (the metrics' HTTP server and a scraper)."""
     from worker.runtime.observer import RuntimeObserver
     from worker.runtime.worker import RoutingWorker
 
@@ -403,7 +414,21 @@ async def timed_worker_run(
             for partition, position in positions.items():
                 progress.committed(partition, position)
 
-    worker = RoutingWorker(settings, router, observer=Commits())
+    worker = RoutingWorker(settings, router, observer=observer(progress) if observer else Commits())
+    async with contextlib.AsyncExitStack() as stack:
+        if beside is not None:
+            await stack.enter_async_context(beside(worker))
+        return await _timed(worker, settings, progress, ends, timeout, profile)
+
+
+async def _timed(
+    worker: Any,
+    settings: Any,
+    progress: CommitProgress,
+    ends: dict[int, int],
+    timeout: float,
+    profile: str | None,
+) -> tuple[float, float, float]:
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop), name="bench-worker")
     ready = asyncio.create_task(worker.ready.wait())

@@ -341,10 +341,16 @@ def verdict(name: str, value: float | None) -> str:
 def absolute(name: str, details: dict[str, Any]) -> str:
     if name == "intent_throughput_ratio" and "intent_throughput" in details:
         d = details["intent_throughput"]
-        return (
+        line = (
             f"worker {d['worker_messages_per_s']:,.0f} msg/s vs passthrough "
             f"{d['passthrough_messages_per_s']:,.0f} msg/s"
         )
+        if "metrics_throughput_ratio" in d:  # bench_intent --metrics both
+            line += (
+                f"; metrics on ÷ off {d['metrics_throughput_ratio']} "
+                f"(without metrics {d['intent_throughput_ratio_without_metrics']})"
+            )
+        return line
     if name == "llm_bound_ratio" and "llm_bound" in details:
         d = details["llm_bound"]
         return f"{d['messages_per_s']:,.0f} msg/s vs bound {d['littles_law_bound']:,.0f} msg/s"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -84,6 +85,7 @@ def environment(bootstrap: str, llm_url: str) -> dict[str, str]:
         FAKE_LLM_BASE=f"{llm_url}/v1",
         ROUTER_LLM_KEY=SECRET,
         PYTHONUNBUFFERED="1",
+        COEXISTENCE_ROUTER_HTTP_PORT="0",  # no HTTP server: the ops tests cover it
     )
     return env
 
@@ -213,3 +215,21 @@ async def test_demo_shows_both_routers() -> None:
     ]
     assert any(r[:1] == ["gil"] and "sticky_session" in r for r in rows)
     assert any(r[:1] == ["jo"] and "llm_invalid_answer" in r for r in rows)
+    # Where each worker served its metrics, and what they counted (read back from /metrics):
+    # as many decisions as its table has rows.
+    blocks = stdout.split("\n\n")
+    for router, title in (("intent", "IntentBasedRouter"), ("llm", "LLMBasedRouter")):
+        [at] = [n for n, block in enumerate(blocks) if block.startswith(f"{router} worker:")]
+        served, counts = blocks[at].splitlines()
+        assert re.fullmatch(
+            rf"{router} worker: metrics at http://127\.0\.0\.1:\d+/metrics \(also /healthz, "
+            r"/readyz\)",
+            served,
+        ), served
+        counted = {k: int(v) for k, v in (c.rsplit(" ", 1) for c in counts.strip().split(", "))}
+        table = blocks[at + 1].splitlines()
+        assert table[0].startswith(title)
+        decided = counted.get("calm decisions", 0) + counted.get("nlu decisions", 0)
+        assert decided == len(table) - 3  # title, header, rule
+        if router == "llm":
+            assert counted["LLM attempts"] == 6  # the turns routed by the LLM, one attempt each

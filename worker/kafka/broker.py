@@ -97,6 +97,12 @@ class EmbeddedBroker:
             f"embedded broker not listening on port {self.port} after {timeout}s"
         )
 
+    def signal(self, sig: int) -> None:
+        """Send the broker process a signal (a test stops it with SIGSTOP, resumes it with
+        SIGCONT: an unresponsive broker that keeps its connections and its data)."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(sig)
+
     async def stop(self) -> None:
         process, self._process = self._process, None
         if process is None or process.returncode is not None:

@@ -57,6 +57,7 @@ from worker.llm.errors import (
 )
 from worker.llm.http import HttpError, Target
 from worker.llm.model_group import LITELLM_PARAMS, Deployment, ModelGroup
+from worker.llm.observer import SUCCESS, AttemptObserver, outcome_of
 from worker.llm.providers import (
     BuildContext,
     HttpProvider,
@@ -150,6 +151,7 @@ class ModelGroupGateway:
         key_prefix: str = KEY_PREFIX,
         state: GroupState | None = None,
         environ: Mapping[str, str] | None = None,
+        observer: AttemptObserver | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         self.group = group
@@ -218,6 +220,7 @@ class ModelGroupGateway:
                 redactor=self._redact,
             )
         self._fallbacks: tuple[ModelGroupGateway, ...] = ()
+        self._observer = observer or AttemptObserver()  # metrics and traces (llm/observer.py)
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -254,6 +257,15 @@ class ModelGroupGateway:
     def in_flight(self) -> int:
         """Calls of `complete` running now."""
         return self._active
+
+    async def cooling_down(self) -> dict[str, bool]:
+        """Per deployment name: whether it is cooling down now (in the shared state, when
+        the group has one)."""
+        cooling = (await self.store.snapshot(self._keys)).cooling
+        state: dict[str, bool] = {}
+        for candidate in self._candidates:
+            state[candidate.name] = state.get(candidate.name, False) or candidate.key in cooling
+        return state
 
     @property
     def deployment_keys(self) -> dict[str, str]:
@@ -387,9 +399,13 @@ class ModelGroupGateway:
             attempts += 1
             tried.add(choice.key)
             last_name = choice.name
+            sent = time.monotonic()
             try:
                 answer = await self._attempt(choice, prompt, timeout)
             except AttemptError as error:
+                self._observer.attempt(
+                    self.group_id, choice.name, outcome_of(error), time.monotonic() - sent
+                )
                 if last is None:  # litellm: the first failure decides how many retries follow
                     max_attempts = 1 + self._retries_after(choice, error)
                 last = error
@@ -413,6 +429,7 @@ class ModelGroupGateway:
                 else:
                     await self._note_failure(choice, error)
                 continue
+            self._observer.attempt(self.group_id, choice.name, SUCCESS, time.monotonic() - sent)
             if self._counts_usage and answer.usage.total_tokens:
                 # The reservation counted the prompt's estimate: correct it to the reported usage.
                 tokens = answer.usage.total_tokens - prompt_tokens(prompt)

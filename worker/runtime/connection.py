@@ -30,6 +30,7 @@ from worker.runtime.offsets import DeliveryFailed
 from worker.runtime.partition import AssignedPartition
 from worker.runtime.publisher import Publisher
 from worker.runtime.settings import RuntimeSettings
+from worker.runtime.tracing import MessageTracing
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Connection:
         clock: Callable[[], float],
         ready: asyncio.Event,
         layout: TopicLayout,
+        tracing: MessageTracing | None = None,
     ) -> None:
         self._settings = settings
         self._observer = observer
@@ -52,7 +54,7 @@ class Connection:
         self._failed = asyncio.Event()
         self._close_timeout = settings.shutdown_timeout
         self._clients = clients = KafkaClients(settings, layout)
-        publisher = Publisher(clients.outbox, settings.topics)
+        publisher = Publisher(clients.outbox, settings.topics, tracing)
         self._committer = Committer(
             clients.consumer,
             settings.topics.input,
@@ -71,6 +73,7 @@ class Connection:
             on_decided=self._committer.decided,
             alive=self._liveness.alive,
             on_failure=self.fail,
+            tracing=tracing,
         )
         self._assignments = Assignments(
             clients.consumer,

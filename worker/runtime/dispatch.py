@@ -6,7 +6,8 @@ message of its sender still waits; a message that waits for the NLU server or th
 its sender's lane, and so do the sender's next messages until the lane is empty. Router calls in
 flight are bounded by `max_in_flight`. Anything that goes wrong with one record (it cannot be
 decoded, its outputs are too large for their topics, a defect in deciding it) sends that record
-to the DLQ and the partition goes on.
+to the DLQ and the partition goes on. With tracing (worker.runtime.tracing), each record is taken,
+decided and published within its tracing scope; without it, nothing of tracing runs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from worker.runtime.coexistence_router import CoexistenceRouter
 from worker.runtime.observer import RuntimeObserver
 from worker.runtime.partition import AssignedPartition, Inbound, MembershipLost
 from worker.runtime.publisher import Publisher, where
+from worker.runtime.tracing import MessageTracing
 from worker.runtime.transition import Write, after_decision, after_reset
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class Dispatcher:
         on_decided: Callable[[], None],
         alive: Callable[[], bool],
         on_failure: Callable[[BaseException], None],
+        tracing: MessageTracing | None = None,
     ) -> None:
         self._router = router
         self._publisher = publisher
@@ -63,6 +66,17 @@ class Dispatcher:
         # Per message: not even a call when nobody listens.
         listening = type(observer).decided is not RuntimeObserver.decided
         self._decided = observer.decided if listening else None
+        self._tracing = tracing
+        if tracing is not None:
+            # Only then, so that the untraced fetch loop pays nothing for it per message.
+            self.dispatch = self._dispatch_traced  # type: ignore[method-assign]
+
+    def _dispatch_traced(
+        self, part: AssignedPartition, record: ConsumerRecord[bytes, bytes]
+    ) -> None:
+        assert self._tracing is not None
+        with self._tracing.message(record):
+            Dispatcher.dispatch(self, part, record)
 
     def dispatch(self, part: AssignedPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         """Decide the record now when nothing needs waiting for, else queue it in its lane."""
@@ -100,6 +114,13 @@ class Dispatcher:
 
     async def handle(self, part: AssignedPartition, item: Inbound) -> None:
         """A message of a sender's lane: decided once the earlier ones are."""
+        if self._tracing is None:
+            await self._handle(part, item)
+        else:
+            with self._tracing.message(item.record):
+                await self._handle(part, item)
+
+    async def _handle(self, part: AssignedPartition, item: Inbound) -> None:
         try:
             if isinstance(item.message, SessionReset):
                 self._reset(part, item, item.message)

@@ -3,10 +3,16 @@
 Each write returns the broker's acknowledgement as a future; the worker attaches it to the input
 offset it belongs to, which is committed only once all of them are in (acks=all).
 
-A decision's records are checked against their topics' size limits before any of them is queued:
-a message that cannot be routed whole raises RecordTooLarge having written nothing, and goes to
-the DLQ instead. A dead letter itself always fits: a value too large for the DLQ topic is cut to
-what fits, with `x-truncated` giving its original size.
+Inbox and DLQ records carry every header of their input record unchanged, after it the
+worker's own (a DLQ record's `x-error-*`, `x-source-*`); with tracing on, an inbox record's
+`traceparent` is the one its routing span continues (worker.runtime.tracing).
+
+A decision's records are checked against their topics' size limits, headers included, before any
+of them is queued: a message that cannot be routed whole raises RecordTooLarge having written
+nothing, and goes to the DLQ instead. A dead letter itself always fits: a value too large for the
+DLQ topic is cut to what fits, with `x-truncated` giving its original size; input headers that
+leave no room even for an empty value are left out first, from the last on
+(`x-truncated-headers`: how many), and a key too large alone is cut last.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pydantic import ValidationError
 
 from contracts.models import (
     TRUNCATED_HEADER,
+    TRUNCATED_HEADERS_HEADER,
     TRUNCATED_KEY_HEADER,
     DeadLetter,
     Route,
@@ -30,6 +37,7 @@ from worker.kafka.outbox import Ack, Headers, Outbox, RecordTooLarge, estimate_s
 from worker.logs import at_record
 from worker.routing.session import StickySession
 from worker.runtime.changelog import input_offset_headers
+from worker.runtime.tracing import MessageTracing
 from worker.runtime.transition import Write
 
 log = logging.getLogger(__name__)
@@ -39,9 +47,19 @@ MAX_ERROR_MESSAGE = 1000
 
 
 class Publisher:
-    def __init__(self, outbox: Outbox, topics: Topics) -> None:
+    def __init__(
+        self, outbox: Outbox, topics: Topics, tracing: MessageTracing | None = None
+    ) -> None:
         self._outbox = outbox
         self._topics = topics
+        self._tracing = tracing
+
+    def _inbox_headers(
+        self, record: ConsumerRecord[bytes, bytes], routing: dict[str, Any]
+    ) -> Headers:
+        if self._tracing is not None:
+            return self._tracing.inbox_headers(record, routing)
+        return list(record.headers) if record.headers else []
 
     def routed(
         self, record: ConsumerRecord[bytes, bytes], sender: str, routing: dict[str, Any]
@@ -50,7 +68,12 @@ class Publisher:
         contracts.models.routing_block makes it), to the route's inbox."""
         assert record.value is not None
         topic = self._topics.calm if routing["route"] is Route.CALM else self._topics.nlu
-        return self._outbox.add(topic, encode_routed(record.value, routing), key=sender.encode())
+        return self._outbox.add(
+            topic,
+            encode_routed(record.value, routing),
+            key=sender.encode(),
+            headers=self._inbox_headers(record, routing),
+        )
 
     def decision(
         self,
@@ -74,8 +97,9 @@ class Publisher:
         key = sender.encode()
         topic = self._topics.calm if routing["route"] is Route.CALM else self._topics.nlu
         routed = encode_routed(record.value, routing)
-        if not self._outbox.fits(topic, key, routed, []):
-            size = estimate_size(key, routed, [])
+        headers = self._inbox_headers(record, routing)
+        if not self._outbox.fits(topic, key, routed, headers):
+            size = estimate_size(key, routed, headers)
             raise RecordTooLarge(
                 f"the routed record ({size} bytes) is larger than {topic} takes "
                 f"({self._outbox.limit(topic)} bytes)"
@@ -96,7 +120,7 @@ class Publisher:
             changelog = self.session(record.partition, sender, None, input_offset=record.offset)
         acks.append(changelog)
         # After the state record: a crash never leaves an output whose state change was lost.
-        acks.append(self._outbox.add(topic, routed, key=key))
+        acks.append(self._outbox.add(topic, routed, key=key, headers=headers))
         return changelog
 
     def session(
@@ -144,26 +168,41 @@ class Publisher:
         log.warning(
             "dead-lettered %s: %s", where(record), letter.error_message, extra=at_record(record)
         )
-        topic, key, value, headers = self._topics.dlq, record.key, record.value, letter.to_headers()
+        if self._tracing is not None:
+            self._tracing.dead_lettered(record, letter.error_type)
+        topic, key, value = self._topics.dlq, record.key, record.value
+        inherited, own = list(record.headers), letter.to_headers()
+        headers = [*inherited, *own]
         if not self._outbox.fits(topic, key, value, headers):
-            key, value, headers = _cut(self._outbox.limit(topic), key, value, headers)
+            key, value, headers = _cut(self._outbox.limit(topic), key, value, inherited, own)
         return self._outbox.add(topic, value, key=key, headers=headers)
 
 
 def _cut(
-    limit: int, key: bytes | None, value: bytes | None, headers: Headers
+    limit: int, key: bytes | None, value: bytes | None, inherited: Headers, own: Headers
 ) -> tuple[bytes | None, bytes | None, Headers]:
-    """Key, value and headers that fit `limit`: the value cut first, the key only if it alone
-    is too large; a header gives each cut one's original size."""
+    """Key, value and headers that fit `limit`. The input's headers go first, from the last on,
+    but only while even an empty value would leave no room; then the value is cut; the key only
+    if it alone is too large. A header of ours says what each cut took."""
     # Length prefixes are varints: a shorter value may need fewer bytes, never more than 4 fewer.
     slack = 4
-    headers = [*headers, (TRUNCATED_HEADER, str(len(value or b"")).encode())]
+    whole = value or b""
+    cut_value = (TRUNCATED_HEADER, str(len(whole)).encode())
+    kept = list(inherited)
+    while kept and estimate_size(key, b"", [*kept, *own, cut_value]) > limit - slack:
+        kept.pop()
+    headers = [*kept, *own]
+    if len(kept) < len(inherited):
+        headers.append((TRUNCATED_HEADERS_HEADER, str(len(inherited) - len(kept)).encode()))
+        if estimate_size(key, value, headers) <= limit:
+            return key, value, headers  # the value fits whole once those are left out
+    headers.append(cut_value)
     if estimate_size(key, b"", headers) > limit and key is not None:
         headers.append((TRUNCATED_KEY_HEADER, str(len(key)).encode()))
         room = limit - estimate_size(b"", b"", headers) - slack
         key = key[: max(0, room)]
     room = limit - estimate_size(key, b"", headers) - slack
-    return key, (value or b"")[: max(0, room)], headers
+    return key, whole[: max(0, room)], headers
 
 
 def where(record: ConsumerRecord[bytes, bytes]) -> str:

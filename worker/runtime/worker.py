@@ -28,6 +28,7 @@ from worker.runtime.connection import Connection
 from worker.runtime.observer import RuntimeObserver, WorkerStatus
 from worker.runtime.offsets import DeliveryFailed
 from worker.runtime.settings import RuntimeSettings
+from worker.runtime.tracing import MessageTracing
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,13 @@ class RoutingWorker:
         *,
         clock: Callable[[], float] = time.time,
         observer: RuntimeObserver | None = None,
+        tracing: MessageTracing | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
         self._clock = clock
         self._observer = observer or RuntimeObserver()
+        self._tracing = tracing  # None: no tracing work at all (worker.runtime.tracing)
         self._connection: Connection | None = None
         # Set while the member holds partitions and every one is restored.
         self.ready = asyncio.Event()
@@ -87,7 +90,13 @@ class RoutingWorker:
                 if not await unless_stopped(layout, stop):
                     return
                 connection = Connection(
-                    settings, self.router, self._observer, self._clock, self.ready, layout.result()
+                    settings,
+                    self.router,
+                    self._observer,
+                    self._clock,
+                    self.ready,
+                    layout.result(),
+                    self._tracing,
                 )
                 self._connection = connection
                 try:
