@@ -170,7 +170,7 @@ def test_two_workers_never_share_counts() -> None:
 
 def test_every_spec_metric_is_exposed_with_its_labels() -> None:
     """SPEC §8's names and label sets, as the Grafana dashboard's test allows them."""
-    from tests.unit.test_compose import SPEC_COUNTERS_AND_GAUGES, SPEC_HISTOGRAMS
+    from tests.metric_names import SPEC_COUNTERS_AND_GAUGES, SPEC_HISTOGRAMS
 
     metrics = RouterMetrics(lambda: status(partition(0, sessions=1, committed=1, highwater=2)))
     metrics.runtime.decided(0, 1, routing(Route.CALM, Reason.LISTED_INTENT))

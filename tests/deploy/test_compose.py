@@ -26,6 +26,8 @@ import aiohttp
 import pytest
 import yaml
 
+from tests.metric_names import SPEC_COUNTERS_AND_GAUGES, SPEC_HISTOGRAMS
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
@@ -330,19 +332,6 @@ PROMETHEUS_CONFIG = COMPOSE_DIR / "prometheus" / "prometheus.yml"
 GRAFANA_DIR = COMPOSE_DIR / "grafana"
 DASHBOARD = GRAFANA_DIR / "dashboards" / "coexistence-router.json"
 # SPEC §8: the metrics the worker serves on /metrics, and their labels.
-SPEC_COUNTERS_AND_GAUGES = {
-    "coexistence_router_decisions_total": {"router", "route", "reason"},
-    "coexistence_router_dead_letters_total": {"error_type"},
-    "coexistence_router_llm_requests_total": {"model_group", "deployment", "outcome"},
-    "coexistence_router_deployment_cooling_down": {"model_group", "deployment"},
-    "coexistence_router_sessions": {"partition"},
-    "coexistence_router_consumer_lag": {"partition"},
-    "coexistence_router_messages_in_flight": set(),
-}
-SPEC_HISTOGRAMS = {
-    "coexistence_router_llm_request_duration_seconds": {"model_group", "deployment"},
-    "coexistence_router_restore_duration_seconds": set(),
-}
 # Series names a histogram is queried by, and the label every bucket carries.
 SPEC_SERIES = SPEC_COUNTERS_AND_GAUGES | {
     f"{name}{suffix}": labels | ({"le"} if suffix == "_bucket" else set())
