@@ -334,7 +334,7 @@ async def run_throughput(
         "worker_rates": [round(r, 1) for r in rates[shown]],
     }
     if metrics == "both":
-        off, on = statistics.median(rates[False]), statistics.median(rates[True])
+        off, with_metrics = statistics.median(rates[False]), statistics.median(rates[True])
         result.update(
             {
                 "intent_throughput_ratio_without_metrics": round(off / base, 3),
@@ -344,7 +344,7 @@ async def run_throughput(
                 ),
                 "worker_rates_without_metrics": [round(r, 1) for r in rates[False]],
                 # With ÷ without, each the median of its rounds (1.0: metrics cost nothing).
-                "metrics_throughput_ratio": round(on / off, 3),
+                "metrics_throughput_ratio": round(with_metrics / off, 3),
                 "metrics_cpu_us_per_message": round(
                     statistics.median(cpu_us[True]) - statistics.median(cpu_us[False]), 2
                 ),

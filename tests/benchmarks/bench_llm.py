@@ -102,24 +102,24 @@ class NetworkGuard:
 
         guard = self
 
-        class GuardedLoop(uvloop.Loop):  # type: ignore[misc]
-            async def create_connection(  # type: ignore[override]
+        class GuardedLoop(uvloop.Loop):
+            async def create_connection(
                 self, protocol_factory: Any, host: Any = None, port: Any = None, **kw: Any
             ) -> Any:
                 if kw.get("sock") is None:
                     guard.check("loop.create_connection", host)
                 return await super().create_connection(protocol_factory, host, port, **kw)
 
-            async def getaddrinfo(self, host: Any, port: Any, **kw: Any) -> Any:  # type: ignore[override]
+            async def getaddrinfo(self, host: Any, port: Any, **kw: Any) -> Any:
                 guard.check("loop.getaddrinfo", host)
                 return await super().getaddrinfo(host, port, **kw)
 
-            async def sock_connect(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+            async def sock_connect(self, sock: Any, address: Any) -> None:
                 if isinstance(address, tuple) and address:
                     guard.check("loop.sock_connect", address[0])
                 await super().sock_connect(sock, address)
 
-            async def create_datagram_endpoint(  # type: ignore[override]
+            async def create_datagram_endpoint(
                 self,
                 protocol_factory: Any,
                 local_addr: Any = None,

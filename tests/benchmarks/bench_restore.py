@@ -119,6 +119,7 @@ async def restore(
     restored = await restore_sessions(consumer, topic, numbers, committed)
     seconds = time.perf_counter() - started
     if profiler is not None:
+        assert profile is not None  # a profiler runs only when asked for its file
         profiler.stop()
         with open(profile, "w") as out:
             out.write(profiler.output_text(unicode=False, color=False))

@@ -315,7 +315,12 @@ async def test_every_request_takes_its_connections_arrival_stamp(
     # their stamp too, so the next request on the same keep-alive connection gets its own.
     server.script("slow", latency=0.05, answer="B")
     url = server.url + "/v1/chat/completions"
-    for body in ({"messages": []}, b"not json", {"model": "slow", "messages": []}):
+    bodies: tuple[dict[str, Any] | bytes, ...] = (
+        {"messages": []},
+        b"not json",
+        {"model": "slow", "messages": []},
+    )
+    for body in bodies:
         kwargs: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
         async with http.post(url, **kwargs) as response:
             await response.read()

@@ -38,7 +38,7 @@ def test_run_on_asyncio_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_subclass_of_uvloop_is_named_uvloop() -> None:
-    class Guarded(uvloop.Loop):  # type: ignore[misc]
+    class Guarded(uvloop.Loop):
         pass
 
     loop = Guarded()

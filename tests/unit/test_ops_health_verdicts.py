@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,11 +55,15 @@ def test_stuck_when_in_the_group_without_a_poll_beyond_the_bound() -> None:
     assert "fetch loop has not polled for 31s" in verdict.reason
 
 
+def _same(value: WorkerStatus) -> WorkerStatus:
+    return value
+
+
 def test_a_rebalance_or_a_broker_away_is_not_stuck() -> None:
     """aiokafka's poll blocks during a rebalance; a disconnected worker reconnects by itself."""
     clock = Clock()
     for waiting in (status(assigned=False), status(connected=False, assigned=False)):
-        health = Health(lambda waiting=waiting: waiting, clock=clock, stuck_after=30)
+        health = Health(functools.partial(_same, waiting), clock=clock, stuck_after=30)
         clock.now += 3600
         assert health.liveness().ok
 

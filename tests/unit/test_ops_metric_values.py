@@ -181,11 +181,11 @@ def test_every_spec_metric_is_exposed_with_its_labels() -> None:
     found: dict[str, set[str]] = {}
     for name, labels, _ in samples(metrics):
         found.setdefault(name, set()).update(labels)
-    for name, labels in SPEC_COUNTERS_AND_GAUGES.items():
-        assert found.get(name) == labels, name
-    for name, labels in SPEC_HISTOGRAMS.items():
-        assert found[f"{name}_bucket"] == labels | {"le"}, name
-        assert found[f"{name}_count"] == labels, name
+    for name, required in SPEC_COUNTERS_AND_GAUGES.items():
+        assert found.get(name) == required, name
+    for name, required in SPEC_HISTOGRAMS.items():
+        assert found[f"{name}_bucket"] == required | {"le"}, name
+        assert found[f"{name}_count"] == required, name
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from aiokafka import ConsumerRecord
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 from contracts.models import Reason, Route, RouterName, routing_block
 from worker.ops.otel import Tracing
@@ -56,6 +56,12 @@ def one(spans: InMemorySpanExporter, name: str) -> ReadableSpan:
     return span
 
 
+def context_of(span: ReadableSpan) -> SpanContext:
+    context = context_of(span)
+    assert context is not None
+    return context
+
+
 @pytest.mark.parametrize(
     ("environ", "on"),
     [
@@ -96,7 +102,7 @@ def test_the_inbox_record_continues_the_inputs_trace(
     with tracing.message(source):
         headers = tracing.inbox_headers(source, ROUTING)
     span = one(spans, "process user-messages")
-    context = span.get_span_context()
+    context = context_of(span)
     assert span.parent is not None and format(span.parent.span_id, "016x") == PARENT_ID
     assert format(context.trace_id, "032x") == TRACE_ID
     assert span.kind is SpanKind.CONSUMER
@@ -121,7 +127,7 @@ def test_an_input_without_trace_context_starts_a_trace(
         headers = tracing.inbox_headers(source, ROUTING)
     span = one(spans, "process user-messages")
     assert span.parent is None
-    context = span.get_span_context()
+    context = context_of(span)
     assert headers[0] == ("x-connector", b"rest")
     name, value = headers[1]
     version, trace_id, span_id, flags = value.decode().split("-")
@@ -148,7 +154,7 @@ def test_llm_attempts_are_children_of_their_messages_span(
     assert len(attempts) == 2
     for attempt in attempts:
         assert attempt.parent is not None
-        assert attempt.parent.span_id == message.get_span_context().span_id
+        assert attempt.parent.span_id == context_of(message).span_id
         assert attempt.kind is SpanKind.CLIENT
         assert attempt.start_time is not None and attempt.end_time is not None
     failed, answered = attempts
