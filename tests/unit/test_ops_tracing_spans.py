@@ -57,7 +57,7 @@ def one(spans: InMemorySpanExporter, name: str) -> ReadableSpan:
 
 
 def context_of(span: ReadableSpan) -> SpanContext:
-    context = context_of(span)
+    context = span.get_span_context()
     assert context is not None
     return context
 
