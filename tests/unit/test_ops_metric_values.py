@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.models import Reason, Route, RouterName, routing_block
-from worker.llm.errors import AttemptError
+from worker.llm.errors import AttemptError, ErrorKind
 from worker.llm.observer import (
     CLIENT_ERROR,
     CONNECTION_ERROR,
@@ -191,15 +191,21 @@ def test_every_spec_metric_is_exposed_with_its_labels() -> None:
 @pytest.mark.parametrize(
     ("error", "outcome"),
     [
-        (AttemptError("x", retryable=True, counts=True, elapsed=7.0, timed_out=True), TIMEOUT),
-        (AttemptError("x", status=408, retryable=True, counts=True, elapsed=1.0), TIMEOUT),
-        (AttemptError("x", status=429, retryable=True, counts=True, elapsed=0.1), RATE_LIMITED),
-        (AttemptError("x", status=503, retryable=True, counts=True, elapsed=0.1), SERVER_ERROR),
-        (AttemptError("x", status=401, retryable=False, counts=True, elapsed=0.1), CLIENT_ERROR),
-        (AttemptError("x", status=302, retryable=True, counts=True, elapsed=0.1), CLIENT_ERROR),
-        (AttemptError("x", status=200, retryable=True, counts=True, elapsed=0.1), INVALID_ANSWER),
-        (AttemptError("x", retryable=True, counts=True, elapsed=0.01), CONNECTION_ERROR),
-        (AttemptError("x", retryable=False, counts=True), NOT_SENT),
+        (AttemptError("x", kind=ErrorKind.TIMEOUT, elapsed=7.0, timed_out=True), TIMEOUT),
+        (AttemptError("x", kind=ErrorKind.TIMEOUT, status=408, elapsed=1.0), TIMEOUT),
+        (AttemptError("x", kind=ErrorKind.RATE_LIMIT, status=429, elapsed=0.1), RATE_LIMITED),
+        (
+            AttemptError("x", kind=ErrorKind.SERVICE_UNAVAILABLE, status=503, elapsed=0.1),
+            SERVER_ERROR,
+        ),
+        (
+            AttemptError("x", kind=ErrorKind.AUTHENTICATION, status=401, elapsed=0.1),
+            CLIENT_ERROR,
+        ),
+        (AttemptError("x", kind=ErrorKind.API_ERROR, status=302, elapsed=0.1), CLIENT_ERROR),
+        (AttemptError("x", kind=ErrorKind.API_ERROR, status=200, elapsed=0.1), INVALID_ANSWER),
+        (AttemptError("x", kind=ErrorKind.CONNECTION, elapsed=0.01), CONNECTION_ERROR),
+        (AttemptError("x", kind=ErrorKind.API_ERROR), NOT_SENT),
     ],
 )
 def test_an_attempts_outcome_names_how_it_failed(error: AttemptError, outcome: str) -> None:
