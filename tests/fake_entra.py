@@ -27,11 +27,14 @@ class FakeEntra:
     """`async with FakeEntra(tmp_path) as entra:`; `entra.authority` for `authority_host`,
     `entra.ca_path` for the CA bundle that trusts it."""
 
-    def __init__(self, directory: Path, *, expires_in: int = 3600) -> None:
+    def __init__(self, directory: Path, *, expires_in: int = 3600, opaque: bool = False) -> None:
+        """`opaque`: tokens of no recognisable shape (not JWTs), as some identity providers
+        issue them."""
         self._ca = trustme.CA()
         self.ca_path = directory / "entra-ca.pem"
         self._ca.cert_pem.write_to_path(str(self.ca_path))
         self.expires_in = expires_in
+        self.opaque = opaque
         self.status = 200
         self.requests: list[dict[str, str]] = []
         self.issued: list[str] = []
@@ -51,7 +54,8 @@ class FakeEntra:
         if self.status != 200:
             error = {"error": "invalid_client", "error_description": "AADSTS7000215: bad secret"}
             return web.json_response(error, status=self.status)
-        token = _jwt(next(self._numbers))
+        number = next(self._numbers)
+        token = f"entra-opaque-token-{number}-7d0e5b" if self.opaque else _jwt(number)
         self.issued.append(token)
         return web.json_response(
             {

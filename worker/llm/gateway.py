@@ -158,7 +158,10 @@ class ModelGroupGateway:
         self.group_id = group.id
         self.settings = group.settings
         self._rng = rng or random.Random()
-        context = BuildContext(environ=env, routed=group.router is not None)
+        # One redactor for whatever the gateway says about the group: every provider tells it
+        # the secrets it resolves, now and later (refreshed tokens and credentials).
+        self._redact = Redactor()
+        context = BuildContext(environ=env, routed=group.router is not None, redactor=self._redact)
         # The group's own keys are call arguments in Rasa: over every deployment's parameters.
         call_params = {k: v for k, v in group.call_params.items() if k not in LITELLM_PARAMS}
         self._endpoints: dict[str, Provider] = {}
@@ -203,10 +206,9 @@ class ModelGroupGateway:
             self._transport = Transport(self._targets, env)
         except ValueError as exc:
             raise ValueError(f"model group {group.id!r}: {exc}") from None
-        secrets = [s for e in self._endpoints.values() for s in e.secrets]
-        secrets.extend(group.secrets())
-        secrets.extend(self._transport.secrets)
-        self._redact = Redactor(secrets)
+        self._redact.learn(s for e in self._endpoints.values() for s in e.secrets)
+        self._redact.learn(group.secrets())
+        self._redact.learn(self._transport.secrets)
         state = state or group_state(group)
         self._latency = state.latency
         self.store: UsageStore = state.local

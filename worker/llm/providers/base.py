@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from worker.llm.model_group import Deployment
+from worker.llm.redaction import Redactor, cut
 
 if TYPE_CHECKING:
     from worker.llm.providers.azure_oauth import EntraToken
 
 MAX_RETRY_AFTER = 3600.0
+ERROR_BODY_WINDOW = 1024  # bytes of a body that is not JSON quoted in an error (then redacted)
 # One encoder for every request body: json.dumps with non-default arguments builds a new encoder
 # on every call.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
@@ -87,6 +89,9 @@ class BuildContext:
     # Built to check a configuration only: nothing that holds resources (an Entra ID
     # credential's session) is made.
     check_only: bool = False
+    # Told every secret the provider resolves, when it resolves it (a refreshed token too):
+    # the gateway's, which redacts whatever it says about the group.
+    redactor: Redactor = field(default_factory=Redactor)
 
 
 class Provider:
@@ -249,7 +254,7 @@ def error_text(status: int, raw: bytes) -> str:
         elif isinstance(payload.get("Message"), str):
             message = payload["Message"]
     if message is None:
-        message = raw[:200].decode("utf-8", "replace")
+        message = cut(raw[:ERROR_BODY_WINDOW].decode("utf-8", "replace"), ERROR_BODY_WINDOW)
     return f"HTTP {status}: {message}" if message else f"HTTP {status}"
 
 
