@@ -500,6 +500,8 @@ class ModelGroupGateway:
         if endpoint is None:
             return await self._served_attempt(candidate, prompt, timeout)
         request = endpoint.request(prompt)
+        if endpoint.signer is not None:
+            request = await endpoint.signer.sign(request, timeout)
         headers = request.headers
         if endpoint.token is not None:
             try:

@@ -20,7 +20,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 
@@ -94,6 +94,13 @@ class BuildContext:
     redactor: Redactor = field(default_factory=Redactor)
 
 
+class RequestSigner(Protocol):
+    """Authenticates each request where the headers cannot hold it ready (AWS SigV4 signs the
+    body and the time): `sign` returns the request to send, or raises AttemptError."""
+
+    async def sign(self, request: HttpRequest, timeout: float) -> HttpRequest: ...
+
+
 class Provider:
     """How one deployment is called. Subclasses register under the names they serve."""
 
@@ -102,6 +109,8 @@ class Provider:
     http: ClassVar[bool] = True
     # litellm's provider prefixes that a `model` may carry and that name this provider.
     prefixes: ClassVar[tuple[str, ...]] = ()
+    # litellm parameters (model_group.LITELLM_PARAMS) this provider implements itself.
+    own_params: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self, deployment: Deployment, params: Mapping[str, Any], context: BuildContext
@@ -130,6 +139,8 @@ class HttpProvider(Provider, ABC):
     format_name: str = "http"  # names the wire format in messages
     # A bearer token fetched per call (Azure Entra ID); None: the headers carry the key.
     token: EntraToken | None = None
+    # Or a signature made per call (AWS SigV4).
+    signer: RequestSigner | None = None
 
     def __init__(
         self, deployment: Deployment, params: Mapping[str, Any], context: BuildContext
