@@ -8,12 +8,13 @@ import base64
 import itertools
 import ssl
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import orjson
 import trustme
 from aiohttp import web
+
+from tests.loopback_app import LoopbackApp
 
 
 def _jwt(number: int) -> str:
@@ -39,7 +40,7 @@ class FakeEntra:
         self.requests: list[dict[str, str]] = []
         self.issued: list[str] = []
         self._numbers = itertools.count(1)
-        self._runner: web.AppRunner | None = None
+        self._served: LoopbackApp | None = None
         self.port = 0
 
     @property
@@ -71,21 +72,10 @@ class FakeEntra:
         self._ca.issue_cert("127.0.0.1").configure_cert(context)
         app = web.Application()
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
-        self._runner = runner
+        self._served = await LoopbackApp(app, ssl_context=context).__aenter__()
+        self.port = self._served.port
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    async def __aexit__(self, *exc: object) -> None:
+        if self._served is not None:
+            await self._served.__aexit__()

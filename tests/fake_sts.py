@@ -13,11 +13,11 @@ import itertools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from tests.loopback_app import LoopbackApp
 from worker.fake_llm import FakeLLMServer
 
 NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
@@ -49,7 +49,7 @@ class FakeSts:
         self._open = asyncio.Event()
         self._open.set()
         self._numbers = itertools.count(1)
-        self._runner: web.AppRunner | None = None
+        self._served: LoopbackApp | None = None
         self.port = 0
 
     @property
@@ -108,25 +108,14 @@ class FakeSts:
     async def __aenter__(self) -> FakeSts:
         app = web.Application()
         app.router.add_post("/", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
-        self._runner = runner
+        self._served = await LoopbackApp(app).__aenter__()
+        self.port = self._served.port
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self.release()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._served is not None:
+            await self._served.__aexit__()
 
 
 def _error(status: int, code: str, message: str) -> web.Response:

@@ -2,8 +2,8 @@
 keys, against a loopback STS (tests/fake_sts.py) and the fake LLM, which recomputes every SigV4
 signature with botocore and accepts only the credentials STS issued (with their session token).
 
-botocore reads its variables and files from the process environment: `aws_environment` gives
-each test its own (no shared files of this machine, no instance metadata, nothing left over).
+botocore reads its variables and files from the process environment: `aws_environment`
+(tests/integration/conftest.py) gives each test its own.
 The STS server runs on the test's own event loop: a credential refresh that blocked the loop
 could never be answered."""
 
@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,25 +38,6 @@ SHORT, LONG = 11 * 60.0, 3600.0
 
 
 @pytest.fixture
-def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """An empty AWS environment of the test's own: botocore finds nothing the test did not
-    put there, and never asks the EC2 instance metadata service."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    home = tmp_path / "aws"
-    home.mkdir()
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # a failing STS fails at once (no retries)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    yield home
-
-
-@pytest.fixture
 async def sts(fake: FakeLLMServer) -> AsyncIterator[FakeSts]:
     async with FakeSts(fake) as server:
         yield server
@@ -77,6 +58,21 @@ def signer_of(request: FakeRequest) -> tuple[str, str | None]:
     """(access key of the signature, session token) of a request the fake LLM received."""
     credential = request.headers["authorization"].split("Credential=")[1].split("/")[0]
     return credential, request.headers.get("x-amz-security-token")
+
+
+def web_identity(fake: FakeLLMServer, sts: FakeSts, token: str = "OIDC_TOKEN") -> ModelGroup:
+    """litellm's keys for AssumeRoleWithWebIdentity at the loopback STS (the token: the
+    variable OIDC_TOKEN of the gateway's environment, unless `token` says otherwise)."""
+    return bedrock(
+        fake,
+        aws_web_identity_token=token,
+        aws_role_name=ROLE,
+        aws_session_name="worker",
+        aws_sts_endpoint=sts.url,
+    )
+
+
+OIDC_ENVIRONMENT = {"OIDC_TOKEN": "t0k3n-value"}
 
 
 async def complete(group: ModelGroup, times: int = 1) -> list[str]:
@@ -138,15 +134,9 @@ async def test_litellm_web_identity_keys_read_the_token_where_they_say(
 async def test_one_resolution_off_the_event_loop_however_many_calls_wait(
     aws_environment: Path, fake: FakeLLMServer, sts: FakeSts
 ) -> None:
-    group = bedrock(
-        fake,
-        aws_web_identity_token="oidc/env/OIDC_TOKEN",
-        aws_role_name=ROLE,
-        aws_session_name="worker",
-        aws_sts_endpoint=sts.url,
-    )
+    group = web_identity(fake, sts, "oidc/env/OIDC_TOKEN")
     sts.hold()
-    async with ModelGroupGateway(group, environ={"OIDC_TOKEN": "t0k3n-value"}) as gateway:
+    async with ModelGroupGateway(group, environ=OIDC_ENVIRONMENT) as gateway:
         calls = [asyncio.create_task(gateway.complete("route this")) for _ in range(20)]
         # STS, served by this event loop, got the request: botocore's blocking call runs in a
         # worker thread, and the loop is free meanwhile.
@@ -166,14 +156,8 @@ async def test_credentials_are_refreshed_when_botocore_says_they_are_due(
     aws_environment: Path, fake: FakeLLMServer, sts: FakeSts, lifetime: float, sts_requests: int
 ) -> None:
     sts.lifetime = lifetime
-    group = bedrock(
-        fake,
-        aws_web_identity_token="OIDC_TOKEN",
-        aws_role_name=ROLE,
-        aws_session_name="worker",
-        aws_sts_endpoint=sts.url,
-    )
-    async with ModelGroupGateway(group, environ={"OIDC_TOKEN": "t0k3n-value"}) as gateway:
+    group = web_identity(fake, sts)
+    async with ModelGroupGateway(group, environ=OIDC_ENVIRONMENT) as gateway:
         for _ in range(3):
             assert (await gateway.complete("route this")).text == "A"
     # Due at once: every call refreshes first (botocore's advisory window), and signs with the
@@ -195,14 +179,8 @@ async def test_a_failed_refresh_keeps_the_credentials_while_they_hold(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     sts.lifetime = lifetime
-    group = bedrock(
-        fake,
-        aws_web_identity_token="OIDC_TOKEN",
-        aws_role_name=ROLE,
-        aws_session_name="worker",
-        aws_sts_endpoint=sts.url,
-    )
-    async with ModelGroupGateway(group, environ={"OIDC_TOKEN": "t0k3n-value"}) as gateway:
+    group = web_identity(fake, sts)
+    async with ModelGroupGateway(group, environ=OIDC_ENVIRONMENT) as gateway:
         assert (await gateway.complete("route this")).text == "A"
         sts.status = 503
         assert (await gateway.complete("route this")).text == "A"

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from aiohttp import web
 
 from tests.fake_entra import FakeEntra
 from tests.fake_sts import FakeSts
+from tests.loopback_app import LoopbackApp
 from worker.config.endpoints import load_endpoints
 from worker.fake_llm import FakeLLMServer
 from worker.llm.errors import GatewayError
@@ -56,7 +56,9 @@ class Echo:
     def __init__(self) -> None:
         self.received: list[str] = []
         self.port = 0
-        self._runner: web.AppRunner | None = None
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", self._echo)
+        self._served = LoopbackApp(app)
 
     async def _echo(self, request: web.Request) -> web.Response:
         # Values only, without their names (litellm masks the values of headers it knows).
@@ -65,36 +67,17 @@ class Echo:
         return web.json_response({"error": {"message": f"rejected, got {said}"}}, status=401)
 
     async def __aenter__(self) -> Echo:
-        app = web.Application()
-        app.router.add_route("POST", "/{tail:.*}", self._echo)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        assert site._server is not None
-        self.port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        self.port = (await self._served.__aenter__()).port
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._served.__aexit__()
 
 
 @pytest.fixture
 async def echo() -> AsyncIterator[Echo]:
     async with Echo() as server:
         yield server
-
-
-@pytest.fixture
-def isolated_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    yield
 
 
 def endpoints(echo: Echo, entra: FakeEntra) -> str:
@@ -136,7 +119,7 @@ model_groups:
 async def test_an_echoing_deployment_never_gets_a_secret_into_errors_logs_or_reprs(
     echo: Echo,
     tmp_path: Path,
-    isolated_aws: None,
+    aws_environment: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -180,7 +163,7 @@ async def test_an_echoing_deployment_never_gets_a_secret_into_errors_logs_or_rep
 async def test_aws_temporary_credentials_and_their_refreshes_are_redacted(
     echo: Echo,
     fake: FakeLLMServer,
-    isolated_aws: None,
+    aws_environment: Path,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
