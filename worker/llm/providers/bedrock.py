@@ -88,7 +88,6 @@ class Bedrock(HttpProvider):
                 f"bedrock deployment {self.name!r} needs `aws_region_name` "
                 "(or AWS_REGION_NAME / AWS_REGION / AWS_DEFAULT_REGION)"
             )
-        self._region = region
         secrets = {
             key: value.get_secret_value() if value is not None else None
             for key, value in (
