@@ -8,12 +8,13 @@ import base64
 import itertools
 import ssl
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import orjson
 import trustme
 from aiohttp import web
+
+from tests.loopback_app import LoopbackApp
 
 
 def _jwt(number: int) -> str:
@@ -27,16 +28,19 @@ class FakeEntra:
     """`async with FakeEntra(tmp_path) as entra:`; `entra.authority` for `authority_host`,
     `entra.ca_path` for the CA bundle that trusts it."""
 
-    def __init__(self, directory: Path, *, expires_in: int = 3600) -> None:
+    def __init__(self, directory: Path, *, expires_in: int = 3600, opaque: bool = False) -> None:
+        """`opaque`: tokens of no recognisable shape (not JWTs), as some identity providers
+        issue them."""
         self._ca = trustme.CA()
         self.ca_path = directory / "entra-ca.pem"
         self._ca.cert_pem.write_to_path(str(self.ca_path))
         self.expires_in = expires_in
+        self.opaque = opaque
         self.status = 200
         self.requests: list[dict[str, str]] = []
         self.issued: list[str] = []
         self._numbers = itertools.count(1)
-        self._runner: web.AppRunner | None = None
+        self._served: LoopbackApp | None = None
         self.port = 0
 
     @property
@@ -51,7 +55,8 @@ class FakeEntra:
         if self.status != 200:
             error = {"error": "invalid_client", "error_description": "AADSTS7000215: bad secret"}
             return web.json_response(error, status=self.status)
-        token = _jwt(next(self._numbers))
+        number = next(self._numbers)
+        token = f"entra-opaque-token-{number}-7d0e5b" if self.opaque else _jwt(number)
         self.issued.append(token)
         return web.json_response(
             {
@@ -67,21 +72,10 @@ class FakeEntra:
         self._ca.issue_cert("127.0.0.1").configure_cert(context)
         app = web.Application()
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
-        self._runner = runner
+        self._served = await LoopbackApp(app, ssl_context=context).__aenter__()
+        self.port = self._served.port
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    async def __aexit__(self, *exc: object) -> None:
+        if self._served is not None:
+            await self._served.__aexit__()

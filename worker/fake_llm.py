@@ -16,7 +16,9 @@ Routes (the deployment is what `script()` keys on):
 - Ollama: `POST /api/chat`, `POST /api/generate`; deployment = body `model`. Like the real server,
   a request without `"stream": false` is answered as a newline-delimited JSON stream.
 - Bedrock: `POST /model/{modelId}/converse`; deployment = the URL-decoded model id. With
-  `bedrock_credentials`, the SigV4 signature is recomputed with botocore and checked.
+  `bedrock_credentials` (or `add_bedrock_credentials`, for temporary ones with their session
+  token), the SigV4 signature is recomputed with botocore and checked; with `bedrock_api_keys`,
+  an `Authorization: Bearer` Bedrock API key is checked instead.
 - Anthropic Messages API: `POST /v1/messages`, which needs `x-api-key` (or a Bearer token) and
   `anthropic-version` headers and `max_tokens`; deployment = body `model`. `stream: true` is
   answered with Anthropic's server-sent events. (What litellm's `anthropic` provider calls.)
@@ -273,6 +275,7 @@ class FakeLLMServer:
         *,
         seed: int = 0,
         bedrock_credentials: dict[str, str] | None = None,
+        bedrock_api_keys: set[str] | None = None,
         responder: Callable[[str], str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -285,6 +288,8 @@ class FakeLLMServer:
         self._ssl_context = ssl_context
         self._seed = seed
         self._bedrock_credentials = dict(bedrock_credentials) if bedrock_credentials else None
+        self._bedrock_session_tokens: dict[str, str] = {}
+        self._bedrock_api_keys = set(bedrock_api_keys) if bedrock_api_keys is not None else None
         self._responder = responder
         self._scripts: dict[str, _Script] = {}
         self._runner: web.AppRunner | None = None
@@ -299,6 +304,17 @@ class FakeLLMServer:
         self.requests: list[FakeRequest] = []
         self.in_flight: dict[str, int] = defaultdict(int)
         self.max_in_flight: dict[str, int] = defaultdict(int)
+
+    def add_bedrock_credentials(
+        self, access_key: str, secret_key: str, session_token: str | None = None
+    ) -> None:
+        """Accept SigV4 signatures made with these credentials from now on (temporary ones
+        only with their session token, as AWS checks it); signatures are checked from then."""
+        if self._bedrock_credentials is None:
+            self._bedrock_credentials = {}
+        self._bedrock_credentials[access_key] = secret_key
+        if session_token is not None:
+            self._bedrock_session_tokens[access_key] = session_token
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -601,11 +617,16 @@ class FakeLLMServer:
             parsed = None
         body = parsed if isinstance(parsed, dict) else None
         self._record(request, deployment, body or {})
-        if self._bedrock_credentials is not None:
+        authorization = request.headers.get("Authorization", "")
+        problem: tuple[str, str] | None = None
+        if self._bedrock_api_keys is not None and authorization.startswith("Bearer "):
+            if authorization.removeprefix("Bearer ") not in self._bedrock_api_keys:
+                problem = ("UnrecognizedClientException", "Invalid API Key format or value.")
+        elif self._bedrock_credentials is not None:
             problem = self._check_sigv4(request, raw)
-            if problem is not None:
-                error_type, message = problem
-                return self._bedrock_error(403, message, error_type)
+        if problem is not None:
+            error_type, message = problem
+            return self._bedrock_error(403, message, error_type)
         if body is None:
             return self._bedrock_error(400, "Malformed input request, please reformat.")
         return await self._serve(request, "bedrock", deployment, body)
@@ -636,6 +657,13 @@ class FakeLLMServer:
         access_key, date, region, service, terminator = scope
         secret = self._bedrock_credentials.get(access_key)
         if secret is None:
+            return (
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            )
+        if request.headers.get("X-Amz-Security-Token") != self._bedrock_session_tokens.get(
+            access_key
+        ):
             return (
                 "UnrecognizedClientException",
                 "The security token included in the request is invalid.",

@@ -21,6 +21,7 @@ from worker.llm.errors import AttemptsExhausted
 from worker.llm.gateway import ModelGroupGateway
 from worker.llm.model_group import AzureOAuth, ModelGroup
 from worker.llm.providers.azure_oauth import EntraToken, TokenUnavailable
+from worker.llm.redaction import Redactor
 from worker.rasa.releases import Release
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -192,6 +193,20 @@ async def test_the_token_is_cached_and_refreshed_once_for_concurrent_calls() -> 
     credential.release.set()
     assert set(await asyncio.gather(*waiting)) == {"Bearer token-2"}
     assert credential.requests == 2
+
+
+async def test_every_token_is_known_to_the_redactor_before_it_is_sent() -> None:
+    now = [1000.0]
+    credential = CountingCredential(3600, now)
+    redactor = Redactor()
+    token = EntraToken(
+        oauth_block(), name="d", clock=lambda: now[0], credential=credential, redactor=redactor
+    )
+    assert redactor.knows(CLIENT_SECRET)
+    assert await token.header() == "Bearer token-1" and redactor.knows("token-1")
+    now[0] += 3400  # renewed
+    assert await token.header() == "Bearer token-2" and redactor.knows("token-2")
+    assert redactor("echo token-1 token-2") == "echo *** ***"
 
 
 async def test_a_failed_refresh_keeps_a_token_that_still_holds(

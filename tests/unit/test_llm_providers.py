@@ -5,6 +5,7 @@ The environment variables are those Rasa's clients read (rasa/shared/providers/l
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -39,6 +40,8 @@ def endpoint(
 
 def sent(ep: HttpProvider, prompt: str = "route me") -> tuple[str, dict[str, str], dict[str, Any]]:
     request = ep.request(prompt)
+    if ep.signer is not None:  # signed with credentials at hand: no I/O
+        request = asyncio.run(ep.signer.sign(request, 1.0))
     return request.url, dict(request.headers), json.loads(request.body)
 
 
@@ -267,21 +270,31 @@ def test_bedrock_converse_request_is_signed() -> None:
     }
 
 
-def test_bedrock_credentials_and_region_from_environment() -> None:
-    env = {
-        "AWS_ACCESS_KEY_ID": "AKIDENV",
-        "AWS_SECRET_ACCESS_KEY": "secretenv",
-        "AWS_SESSION_TOKEN": "tokenenv",
-        "AWS_DEFAULT_REGION": "us-west-2",
-    }
-    ep = endpoint(env, provider="bedrock", model="amazon.nova-lite-v1:0")
-    url, headers, _ = sent(ep)
-    assert url.startswith("https://bedrock-runtime.us-west-2.amazonaws.com/")
-    assert headers["X-Amz-Security-Token"] == "tokenenv"
+def test_bedrock_session_token_is_signed_with_the_keys() -> None:
+    ep = endpoint(
+        provider="bedrock",
+        model="amazon.nova-lite-v1:0",
+        aws_access_key_id="AKIDTEMP",
+        aws_secret_access_key="secret-temp",
+        aws_session_token="token-temp",
+        aws_region_name="us-west-2",
+    )
+    _, headers, _ = sent(ep)
+    assert headers["X-Amz-Security-Token"] == "token-temp"
+    assert "x-amz-security-token" in headers["Authorization"].split("SignedHeaders=")[1]
+
+
+def test_bedrock_region_from_the_environment_and_credentials_from_botocores_chain() -> None:
+    # Without keys of its own, the deployment's credentials are botocore's default chain:
+    # resolved on the first call, off the event loop (tests/integration/
+    # test_llm_bedrock_credentials.py), never when the provider is built.
+    ep = endpoint({"AWS_DEFAULT_REGION": "us-west-2"}, provider="bedrock", model="nova:0")
+    assert ep.url.startswith("https://bedrock-runtime.us-west-2.amazonaws.com/")
+    assert ep.signer is not None and "botocore's default chain" in repr(ep.signer)
     with pytest.raises(ValueError, match="aws_region_name"):
         endpoint({}, provider="bedrock", model="m", aws_access_key_id="a")
-    with pytest.raises(ValueError, match="aws_access_key_id"):
-        endpoint({"AWS_REGION": "us-east-1"}, provider="bedrock", model="m")
+    with pytest.raises(ValueError, match="aws_access_key_id and aws_secret_access_key together"):
+        endpoint({"AWS_REGION": "us-east-1"}, provider="bedrock", model="m", aws_access_key_id="a")
 
 
 def test_unknown_keys_pass_through_and_override_defaults() -> None:

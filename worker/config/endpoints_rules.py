@@ -24,6 +24,8 @@ Source files (paths inside the `rasa` package of the wheel, and of litellm's):
 - call_deadline: shared/providers/llm/litellm_router_llm_client.py and _base_litellm_client.py
   (asyncio.wait_for around the call; core/constants.py DEFAULT_REQUEST_TIMEOUT)
 - oauth: shared/providers/_configs/azure_entra_id_config.py (absent before 3.12.0)
+- bedrock_api_key: litellm's llms/bedrock/base_aws_llm.py get_request_headers (an `api_key`,
+  else AWS_BEARER_TOKEN_BEDROCK, sent as Bearer; from litellm 1.79.3, absent in 1.69.3)
 - secret_fullmatch, oauth_secret_keys, api_key_env_refused: engine/validation.py
   (_validate_sensitive_keys_are_an_environment_variables_for_model_groups, up to 3.20.5),
   shared/providers/model_group_validation.py (3.21.0), shared/constants.py (SENSITIVE_DATA)
@@ -211,6 +213,9 @@ class EndpointsRules(ReleaseRange):
     secret_fullmatch: bool
     oauth_secret_keys: tuple[str, ...]  # keys of `oauth:` that must be written as `${VAR}`
     api_key_env_refused: bool  # the removed `api_key_env` key is refused by name
+    # A Bedrock deployment's `api_key`, else AWS_BEARER_TOKEN_BEDROCK, is a Bedrock API key
+    # (Bearer instead of SigV4); before, litellm ignores both.
+    bedrock_api_key: bool
 
 
 def _row(
@@ -238,6 +243,7 @@ def _row(
         secret_fullmatch=newest_validation,
         oauth_secret_keys=_OAUTH_SECRETS_3_21 if newest_validation else _OAUTH_SECRETS_SPEC,
         api_key_env_refused=newest_validation,
+        bedrock_api_key=litellm not in (LITELLM_1_53, LITELLM_1_69),
     )
 
 
@@ -298,7 +304,7 @@ def markdown_table() -> str:
     """The README's table of these rows (a unit test keeps the README equal to it)."""
     header = (
         "| releases | litellm | `max_tokens` → `max_completion_tokens` | `provider: rasa` key "
-        "| call deadline | `oauth:` in Rasa | secrets | read from |"
+        "| call deadline | `oauth:` in Rasa | secrets | Bedrock API key | read from |"
     )
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     for row in RULES:
@@ -314,6 +320,7 @@ def markdown_table() -> str:
             "group `timeout`, else 300 s" if row.call_deadline else "none",
             "yes" if row.oauth else "no (sent in the body)",
             secrets,
+            "`api_key`, `AWS_BEARER_TOKEN_BEDROCK`" if row.bedrock_api_key else "no",
             ", ".join(row.read_from) + " |",
         ]
         lines.append(" | ".join(cells))

@@ -247,6 +247,8 @@ def read_model(raw: object, at: ModelReading) -> dict[str, Any] | None:
     resolved = resolve(model, file=at.file, path=at.path, environ=at.environ, problems=at.problems)
     if provider == "rasa":
         _rasa_key(resolved, at)
+    elif provider == "bedrock":
+        _bedrock_api_key(resolved, at)
     return resolved if len(at.problems) == found else None
 
 
@@ -266,6 +268,36 @@ def _read_chat_switch(model: dict[str, Any], provider: str, at: ModelReading) ->
             "use_chat_completions_endpoint",
             f"is read only for provider self-hosted; Rasa would send it to {provider} in the "
             "request body, which refuses it",
+        )
+
+
+BEDROCK_API_KEY_VARIABLE = "AWS_BEARER_TOKEN_BEDROCK"
+
+
+def _bedrock_api_key(model: dict[str, Any], at: ModelReading) -> None:
+    """A Bedrock API key (`Authorization: Bearer` instead of SigV4): the model's `api_key`,
+    else AWS_BEARER_TOKEN_BEDROCK, where the release's litellm reads one (1.79.3+,
+    llms/bedrock/base_aws_llm.py get_request_headers); before, litellm signs with SigV4 and
+    reads neither."""
+    own = model.get("api_key")
+    variable = at.environ.get(BEDROCK_API_KEY_VARIABLE)
+    if at.rules.bedrock_api_key:
+        if not own and variable:
+            model["api_key"] = variable
+        return
+    later = "Rasa 3.13.24, 3.14.15, 3.15.0 and later"
+    if own is not None:
+        model.pop("api_key")
+        at.warn(
+            "api_key",
+            "is not used: this Rasa release's litellm signs Bedrock requests with SigV4 and "
+            f"reads no Bedrock API key ({later} send it as Bearer)",
+        )
+    elif variable:
+        at.warn(
+            None,
+            f"{BEDROCK_API_KEY_VARIABLE} is not used: this Rasa release's litellm signs Bedrock "
+            f"requests with SigV4 ({later} send it as Bearer)",
         )
 
 

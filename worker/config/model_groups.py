@@ -24,7 +24,7 @@ from worker.config.errors import key_path, problem, validation_problems
 from worker.config.model_config import ModelReading, read_model
 from worker.config.router_settings import RouterReading, router_settings
 from worker.llm.model_group import UNSUPPORTED_LITELLM_PARAMS, ModelGroup
-from worker.llm.providers import BuildContext, build_provider
+from worker.llm.providers import BuildContext, build_provider, registered
 from worker.llm.strategies import Candidate, shuffle_weights
 
 GROUP_KEYS = ("id", "models", "router")
@@ -139,7 +139,9 @@ def check_build(
 
 def _unused_params(group: ModelGroup, path: str, at: GroupsReading) -> None:
     for index, deployment in enumerate(group.models):
-        unused = sorted(UNSUPPORTED_LITELLM_PARAMS & set(deployment.model_extra or {}))
+        provider = registered(deployment.provider)
+        own = provider.own_params if provider is not None else frozenset()
+        unused = sorted((UNSUPPORTED_LITELLM_PARAMS - own) & set(deployment.model_extra or {}))
         if unused:
             at.warn(
                 f"{path}.models[{index}]",

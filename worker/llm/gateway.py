@@ -7,8 +7,9 @@ Call semantics (SPEC §5, litellm Router's keys):
   `retry_policy` gives its kind (litellm: the first failure's class decides), or the failed
   deployment's own `num_retries`. Each retry goes to a healthy deployment this call has not tried
   yet; only when every healthy one has failed does the call back off (full jitter, 50 ms doubling,
-  at most 1 s, at least the router's `retry_after`, `Retry-After` honoured up to that bound) and
-  try them again.
+  at most 1 s, at least the router's `retry_after`) and try them again. A group of one waits for
+  its deployment's `Retry-After` instead, whole, within the call's deadline (or up to 60 s, as
+  litellm, where the release sets none); asked to wait longer, the call ends at once.
 - Per-attempt timeout: the group's own `timeout` key (a call argument in Rasa), else the
   deployment's `timeout`, else the router's `timeout`, else 7 s. Where the selected Rasa release
   bounds the whole call (ModelGroup.call_timeout), no attempt or backoff outlasts it.
@@ -36,7 +37,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -92,6 +93,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = ROUTER_TIMEOUT
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 1.0
+# The longest Retry-After a call waits for where nothing else bounds it (no call timeout):
+# litellm's (_calculate_retry_after honours 0 < Retry-After <= 60).
+RETRY_AFTER_LIMIT = 60.0
 IN_FLIGHT_GRACE = 1.0  # an in-flight entry outlives its call's timeout by this much at most
 
 ParamsFor = Callable[[Deployment], Mapping[str, Any]]
@@ -152,13 +156,18 @@ class ModelGroupGateway:
         state: GroupState | None = None,
         environ: Mapping[str, str] | None = None,
         observer: AttemptObserver | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         env = os.environ if environ is None else environ
         self.group = group
         self.group_id = group.id
         self.settings = group.settings
         self._rng = rng or random.Random()
-        context = BuildContext(environ=env, routed=group.router is not None)
+        self._sleep = sleep
+        # One redactor for whatever the gateway says about the group: every provider tells it
+        # the secrets it resolves, now and later (refreshed tokens and credentials).
+        self._redact = Redactor()
+        context = BuildContext(environ=env, routed=group.router is not None, redactor=self._redact)
         # The group's own keys are call arguments in Rasa: over every deployment's parameters.
         call_params = {k: v for k, v in group.call_params.items() if k not in LITELLM_PARAMS}
         self._endpoints: dict[str, Provider] = {}
@@ -203,10 +212,9 @@ class ModelGroupGateway:
             self._transport = Transport(self._targets, env)
         except ValueError as exc:
             raise ValueError(f"model group {group.id!r}: {exc}") from None
-        secrets = [s for e in self._endpoints.values() for s in e.secrets]
-        secrets.extend(group.secrets())
-        secrets.extend(self._transport.secrets)
-        self._redact = Redactor(secrets)
+        self._redact.learn(s for e in self._endpoints.values() for s in e.secrets)
+        self._redact.learn(group.secrets())
+        self._redact.learn(self._transport.secrets)
         state = state or group_state(group)
         self._latency = state.latency
         self.store: UsageStore = state.local
@@ -374,12 +382,26 @@ class ModelGroupGateway:
             if not fresh:
                 if refused is not None and all(c.key in refused for c in healthy):
                     raise failure(RequestRejected, "every deployment refused the request")
-                # Every healthy deployment already failed this call: wait a little, then
-                # start over among them (re-reading health after the wait).
-                delay = self._backoff(rounds, last)
+                # Every healthy deployment already failed this call: wait a little (a group of
+                # one: as long as its Retry-After asks), then start over among them (re-reading
+                # health after the wait).
+                delay = self._backoff(rounds, last, single)
+                asked = last is not None and last.retry_after is not None and single
                 if deadline is not None and time.monotonic() + delay >= deadline:
+                    if asked:
+                        raise failure(
+                            AttemptsExhausted,
+                            f"the deployment asks to wait {delay:g} s (Retry-After), past the "
+                            f"group's call timeout of {call_timeout:g} s",
+                        )
                     raise out_of_time()
-                await asyncio.sleep(delay)
+                if deadline is None and asked and delay > RETRY_AFTER_LIMIT:
+                    raise failure(
+                        AttemptsExhausted,
+                        f"the deployment asks to wait {delay:g} s (Retry-After), longer than "
+                        f"a call without a call timeout waits ({RETRY_AFTER_LIMIT:g} s)",
+                    )
+                await self._sleep(delay)
                 rounds += 1
                 tried.clear()
                 continue
@@ -478,10 +500,13 @@ class ModelGroupGateway:
             pool.remove(choice)
         return None
 
-    def _backoff(self, rounds: int, last: AttemptError | None) -> float:
+    def _backoff(self, rounds: int, last: AttemptError | None, single: bool) -> float:
         delay = self._rng.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * (2**rounds)))
         if last is not None and last.retry_after is not None:
-            delay = max(delay, min(last.retry_after, BACKOFF_CAP))
+            # A group of several has cooled the deployment down for its Retry-After, and waits
+            # only a little before trying the others again; a group of one waits as asked.
+            asked = last.retry_after if single else min(last.retry_after, BACKOFF_CAP)
+            delay = max(delay, asked)
         return max(delay, self.settings.retry_after)
 
     def _timeout(self, deployment: Deployment, group_timeout: Any) -> float:
@@ -498,6 +523,8 @@ class ModelGroupGateway:
         if endpoint is None:
             return await self._served_attempt(candidate, prompt, timeout)
         request = endpoint.request(prompt)
+        if endpoint.signer is not None:
+            request = await endpoint.signer.sign(request, timeout)
         headers = request.headers
         if endpoint.token is not None:
             try:

@@ -44,6 +44,7 @@ from yarl import URL
 
 from worker.llm.body import ACCEPT_ENCODING, MAX_BODY, BoundedBody
 from worker.llm.errors import HttpError, HttpTimeout, UnusableAnswer
+from worker.llm.redaction import cut
 
 __all__ = [
     "BaseHttpClient",
@@ -124,7 +125,9 @@ class Target:
             url = self.url.join(URL(location))
             target = Target(url.with_fragment(None))
         except ValueError:
-            raise UnusableAnswer(f"redirect to an unusable Location {location[:80]!r}") from None
+            raise UnusableAnswer(
+                f"redirect to an unusable Location {cut(location, 80)!r}"
+            ) from None
         if target.origin != self.origin:
             raise UnusableAnswer(
                 f"redirect from {self.url.origin()} to another origin "

@@ -40,6 +40,11 @@ class BasicCredentials:
             raw = text.encode("utf-8")
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
+    def secrets(self) -> list[str]:
+        """What to redact: the password, and the header's encoding of it (a server that
+        echoes the Authorization header it got quotes that)."""
+        return [self.password, self.header().removeprefix("Basic ")]
+
     def __repr__(self) -> str:
         return f"BasicCredentials({self.login!r}, ***)"
 

@@ -44,11 +44,11 @@ class Transport:
             if proxy is not None:
                 self._proxies[key] = proxy
                 if proxy.auth is not None:
-                    secrets.append(proxy.auth.password)
+                    secrets.extend(proxy.auth.secrets())
             auth = netrc.for_host(target.host)
             if auth is not None:
                 self._authorization[key] = auth.header()
-                secrets.append(auth.password)
+                secrets.extend(auth.secrets())
         self.secrets = tuple(secrets)  # what the redactor must know besides the deployments'
         self._direct: HttpClient | None = None
         self._proxied: dict[Proxy, ProxiedHttpClient] = {}

@@ -46,6 +46,7 @@ __all__ = [
     "model_name",
     "native_providers",
     "parse_json",
+    "registered",
     "retry_after_seconds",
 ]
 

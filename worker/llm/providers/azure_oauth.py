@@ -14,7 +14,8 @@ says to refresh it); one refresh at a time, however many calls wait for it. A re
 while the token still holds is logged, and the token used. The credential talks to Entra ID with
 the CA bundle the gateway trusts for the deployments when one is set (RASA_CA_BUNDLE, …).
 Secrets (the client secret, the certificate password, the tokens) are never logged: a failure
-is its type and azure-identity's message, redacted.
+is its type and azure-identity's message, redacted. The gateway's redactor is given the secrets
+and every token obtained, before the token is first sent.
 """
 
 from __future__ import annotations
@@ -94,12 +95,14 @@ class EntraToken:
         connection_verify: str | None = None,
         clock: Callable[[], float] = time.time,
         credential: Any = None,
+        redactor: Redactor | None = None,
     ) -> None:
         """`credential`: an azure-identity async credential to use instead of the one `oauth`
-        describes (tests)."""
+        describes (tests). `redactor`: the gateway's, told the secrets and each token."""
         self._oauth = oauth
         self._name = name
-        self._redact = Redactor(oauth.secrets())
+        self._redact = redactor if redactor is not None else Redactor()
+        self._redact.learn(oauth.secrets())
         self._clock = clock
         if credential is None:
             missing = azure_identity_missing()
@@ -161,6 +164,7 @@ class EntraToken:
             raise TokenUnavailable(f"no Entra ID token ({reason})") from None
         now = self._clock()
         expires = float(token.expires_on)
+        self._redact.learn([token.token])
         self._token = token.token
         self._expires_at = expires
         # Renewed REFRESH_MARGIN before it expires; a short-lived token halfway through.

@@ -20,16 +20,18 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 
 from worker.llm.model_group import Deployment
+from worker.llm.redaction import Redactor, cut
 
 if TYPE_CHECKING:
     from worker.llm.providers.azure_oauth import EntraToken
 
 MAX_RETRY_AFTER = 3600.0
+ERROR_BODY_WINDOW = 1024  # bytes of a body that is not JSON quoted in an error (then redacted)
 # One encoder for every request body: json.dumps with non-default arguments builds a new encoder
 # on every call.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
@@ -87,6 +89,16 @@ class BuildContext:
     # Built to check a configuration only: nothing that holds resources (an Entra ID
     # credential's session) is made.
     check_only: bool = False
+    # Told every secret the provider resolves, when it resolves it (a refreshed token too):
+    # the gateway's, which redacts whatever it says about the group.
+    redactor: Redactor = field(default_factory=Redactor)
+
+
+class RequestSigner(Protocol):
+    """Authenticates each request where the headers cannot hold it ready (AWS SigV4 signs the
+    body and the time): `sign` returns the request to send, or raises AttemptError."""
+
+    async def sign(self, request: HttpRequest, timeout: float) -> HttpRequest: ...
 
 
 class Provider:
@@ -97,6 +109,8 @@ class Provider:
     http: ClassVar[bool] = True
     # litellm's provider prefixes that a `model` may carry and that name this provider.
     prefixes: ClassVar[tuple[str, ...]] = ()
+    # litellm parameters (model_group.LITELLM_PARAMS) this provider implements itself.
+    own_params: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self, deployment: Deployment, params: Mapping[str, Any], context: BuildContext
@@ -125,6 +139,8 @@ class HttpProvider(Provider, ABC):
     format_name: str = "http"  # names the wire format in messages
     # A bearer token fetched per call (Azure Entra ID); None: the headers carry the key.
     token: EntraToken | None = None
+    # Or a signature made per call (AWS SigV4).
+    signer: RequestSigner | None = None
 
     def __init__(
         self, deployment: Deployment, params: Mapping[str, Any], context: BuildContext
@@ -249,7 +265,7 @@ def error_text(status: int, raw: bytes) -> str:
         elif isinstance(payload.get("Message"), str):
             message = payload["Message"]
     if message is None:
-        message = raw[:200].decode("utf-8", "replace")
+        message = cut(raw[:ERROR_BODY_WINDOW].decode("utf-8", "replace"), ERROR_BODY_WINDOW)
     return f"HTTP {status}: {message}" if message else f"HTTP {status}"
 
 

@@ -1,23 +1,39 @@
-"""AWS Bedrock's Converse API, signed with SigV4 by botocore.
+"""AWS Bedrock's Converse API, signed with SigV4 by botocore, or with a Bedrock API key.
 
-Credentials: the deployment's `aws_access_key_id`/`aws_secret_access_key`/`aws_session_token`,
-else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN. Region: `aws_region_name`, else
-AWS_REGION_NAME, AWS_REGION, AWS_DEFAULT_REGION (litellm's _get_aws_region_name). OpenAI-style
-sampling keys go into `inferenceConfig`; other unknown keys of the deployment are model specific
-and travel in `additionalModelRequestFields` (Converse rejects unknown top-level keys).
+Authentication, as litellm's Bedrock client does it (llms/bedrock/base_aws_llm.py):
+- an `api_key` (worker.config.model_config puts AWS_BEARER_TOKEN_BEDROCK there in the releases
+  whose litellm reads it, 1.79.3+) is a Bedrock API key: `Authorization: Bearer`, no SigV4;
+- else SigV4 with the credentials the deployment's `aws_*` keys choose, botocore's default
+  chain when they choose none (worker.llm.providers.aws_credentials), signed with the cached
+  set and refreshed before they expire (never on the event loop).
+Region: `aws_region_name`, else AWS_REGION_NAME, AWS_REGION, AWS_DEFAULT_REGION (litellm's
+_get_aws_region_name). Base URL: `aws_bedrock_runtime_endpoint`, else
+AWS_BEDROCK_RUNTIME_ENDPOINT, else `api_base` (litellm's get_runtime_endpoint sends there:
+1.69.3 reads the variable before the key), else the region's endpoint. OpenAI-style sampling
+keys go into `inferenceConfig`; other unknown keys of the deployment are model specific and
+travel in `additionalModelRequestFields` (Converse rejects unknown top-level keys); an `aws_*`
+key that litellm does not have is refused instead (worker.llm.providers.aws_credentials.AwsAuth).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from botocore.credentials import ReadOnlyCredentials
 
+from worker.llm.errors import AttemptError, ErrorKind
 from worker.llm.model_group import Deployment
+from worker.llm.providers.aws_credentials import (
+    AWS_KEYS,
+    AwsAuth,
+    AwsCredentials,
+    CredentialsUnavailable,
+)
 from worker.llm.providers.base import (
     BuildContext,
     HttpProvider,
@@ -54,6 +70,7 @@ class Bedrock(HttpProvider):
     names = ("bedrock",)
     prefixes = ("bedrock/converse/", "bedrock/", "converse/")
     format_name = "bedrock-converse"
+    own_params: ClassVar[frozenset[str]] = frozenset(AWS_KEYS)
 
     def __init__(
         self, deployment: Deployment, params: Mapping[str, Any], context: BuildContext
@@ -71,18 +88,40 @@ class Bedrock(HttpProvider):
                 f"bedrock deployment {self.name!r} needs `aws_region_name` "
                 "(or AWS_REGION_NAME / AWS_REGION / AWS_DEFAULT_REGION)"
             )
-        self._region = region
-        base = deployment.api_base or f"https://bedrock-runtime.{region}.amazonaws.com"
+        secrets = {
+            key: value.get_secret_value() if value is not None else None
+            for key, value in (
+                ("aws_access_key_id", deployment.aws_access_key_id),
+                ("aws_secret_access_key", deployment.aws_secret_access_key),
+                ("aws_session_token", deployment.aws_session_token),
+            )
+        }
+        try:
+            auth = AwsAuth.read(secrets, deployment.model_extra or {}, env)
+        except ValueError as exc:
+            raise ValueError(f"bedrock deployment {self.name!r}: {exc}") from None
+        base = (
+            auth.runtime_endpoint
+            or env.get("AWS_BEDROCK_RUNTIME_ENDPOINT")
+            or deployment.api_base
+            or f"https://bedrock-runtime.{region}.amazonaws.com"
+        )
         # The model id (ARNs, `…-v1:0`) is one path segment; botocore signs the encoded path.
         self.url = f"{base.rstrip('/')}/model/{quote(self.model or '', safe='')}/converse"
-        self._credentials = _credentials(deployment, env, self.name)
-
-    @property
-    def secrets(self) -> list[str]:
-        own = [self._credentials.secret_key]
-        if self._credentials.token:
-            own.append(self._credentials.token)
-        return [*super().secrets, *own]
+        api_key = deployment.api_key
+        if api_key is not None:
+            self.headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
+            return
+        self.signer = SigV4Signer(
+            AwsCredentials(
+                name=self.name,
+                source=auth.source,
+                resolve=auth.resolver(region, env, context.redactor.learn),
+                redactor=context.redactor,
+                static=auth.static(),
+            ),
+            region,
+        )
 
     def body(self, prompt: str) -> dict[str, Any]:
         params = dict(self.params)
@@ -110,12 +149,6 @@ class Bedrock(HttpProvider):
             }
         return body
 
-    def request(self, prompt: str) -> HttpRequest:
-        data = self.encoded_body(prompt)
-        signed = AWSRequest(method="POST", url=self.url, data=data, headers=dict(self.headers))
-        SigV4Auth(self._credentials, "bedrock", self._region).add_auth(signed)
-        return HttpRequest(self.url, dict(signed.headers.items()), data)
-
     def read_answer(self, payload: Any) -> ProviderAnswer:
         blocks = payload["output"]["message"]["content"]
         text = "".join(b["text"] for b in blocks if isinstance(b, dict) and "text" in b)
@@ -123,20 +156,41 @@ class Bedrock(HttpProvider):
         return ProviderAnswer.read(text, usage.get("inputTokens"), usage.get("outputTokens"))
 
 
-def _credentials(deployment: Deployment, env: Mapping[str, str], name: str) -> Credentials:
-    def secret(value: Any) -> str | None:
-        return value.get_secret_value() if value is not None else None
+class SigV4Signer:
+    """Signs each request with the deployment's current credentials (worker.llm.providers.
+    aws_credentials.AwsCredentials): the frozen set it holds, or, when they must be obtained
+    first, after the one resolution or refresh in flight (bounded by the attempt's timeout)."""
 
-    access = secret(deployment.aws_access_key_id)
-    key = secret(deployment.aws_secret_access_key)
-    token = secret(deployment.aws_session_token)
-    if access is None and key is None:
-        access = env.get("AWS_ACCESS_KEY_ID")
-        key = env.get("AWS_SECRET_ACCESS_KEY")
-        token = token or env.get("AWS_SESSION_TOKEN")
-    if not access or not key:
-        raise ValueError(
-            f"bedrock deployment {name!r} needs aws_access_key_id and aws_secret_access_key "
-            "(or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+    def __init__(self, credentials: AwsCredentials, region: str) -> None:
+        self.credentials = credentials
+        self._region = region
+        self._frozen: ReadOnlyCredentials | None = None
+        self._auth: SigV4Auth | None = None
+
+    def __repr__(self) -> str:
+        return f"SigV4Signer({self.credentials!r}, {self._region})"
+
+    async def sign(self, request: HttpRequest, timeout: float) -> HttpRequest:
+        frozen = self.credentials.ready()
+        if frozen is None:
+            try:
+                async with asyncio.timeout(timeout):
+                    frozen = await self.credentials.obtain()
+            except CredentialsUnavailable as exc:
+                raise AttemptError(str(exc), kind=ErrorKind.AUTHENTICATION) from None
+            except TimeoutError:
+                raise AttemptError(
+                    f"AWS credentials not obtained within {timeout:g} s",
+                    kind=ErrorKind.TIMEOUT,
+                    elapsed=timeout,
+                    timed_out=True,
+                ) from None
+        auth = self._auth
+        if frozen is not self._frozen or auth is None:
+            auth = self._auth = SigV4Auth(frozen, "bedrock", self._region)
+            self._frozen = frozen
+        signed = AWSRequest(
+            method="POST", url=request.url, data=request.body, headers=dict(request.headers)
         )
-    return Credentials(access, key, token)
+        auth.add_auth(signed)
+        return HttpRequest(request.url, dict(signed.headers.items()), request.body)

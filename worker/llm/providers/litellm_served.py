@@ -7,9 +7,10 @@ litellm is one attempt on one deployment here: `acompletion` with the deployment
 litellm_router_client_config.py), the attempt's timeout, and no retries of its own
 (`num_retries: 0`, `max_retries: 0`); balancing, cooldowns, retries, fallbacks and accounting
 stay the gateway's. litellm reads the provider's own environment variables (ANTHROPIC_API_KEY,
-GEMINI_API_KEY, …) for what a deployment does not name. Its failures become the gateway's
-(AttemptError by HTTP status, as litellm classifies them); its own logging is kept at WARNING,
-so that no request detail reaches the logs.
+GEMINI_API_KEY, …) for what a deployment does not name: the gateway's redactor knows the value
+of every credential variable of the environment (worker.llm.redaction.environment_secrets).
+Its failures become the gateway's (AttemptError by HTTP status, as litellm classifies them); its
+own logging is kept at WARNING, so that no request detail reaches the logs.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from worker.llm.providers.base import (
     ProviderAnswer,
     retry_after_seconds,
 )
+from worker.llm.redaction import environment_secrets
 
 EXTRA = "litellm"
 _LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
@@ -127,9 +129,18 @@ class LitellmServed(Provider):
         kwargs["num_retries"] = 0
         kwargs["max_retries"] = 0
         self._kwargs = kwargs
+        # litellm reads the process environment (os.environ), whatever the gateway was given.
+        self._environment_secrets = [
+            *environment_secrets(os.environ),
+            *environment_secrets(context.environ),
+        ]
 
     def __repr__(self) -> str:
         return f"LitellmServed({self._model!r})"
+
+    @property
+    def secrets(self) -> list[str]:
+        return [*super().secrets, *self._environment_secrets]
 
     async def complete(self, prompt: str, timeout: float) -> ProviderAnswer:
         """One attempt; AttemptError when it fails (never litellm's own exceptions)."""
@@ -170,7 +181,8 @@ class LitellmServed(Provider):
             kind = kind_of_status(status)
         else:
             kind, status = ErrorKind.API_ERROR, None
-        message = str(getattr(exc, "message", "") or exc).splitlines()[0][:300] if str(exc) else ""
+        # The first line, whole: the gateway redacts it, then bounds it.
+        message = str(getattr(exc, "message", "") or exc).splitlines()[0] if str(exc) else ""
         description = f"HTTP {status}: {message}" if status else f"{kind_name}: {message}"
         return AttemptError(
             description,

@@ -223,6 +223,7 @@ class Azure(OpenAICompatible):
                 deployment.oauth,
                 name=self.name,
                 connection_verify=trust[1] if trust is not None else None,
+                redactor=context.redactor,
             )
 
     async def close(self) -> None:
