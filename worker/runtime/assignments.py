@@ -56,6 +56,7 @@ class Assignments:
         handle: Callable[[AssignedPartition, Inbound], Awaitable[None]],
         metadata_timeout: float,
         on_failure: Callable[[BaseException], None],
+        on_restored: Callable[[], None],
         ready: asyncio.Event,
     ) -> None:
         self._consumer = consumer
@@ -66,6 +67,7 @@ class Assignments:
         self._handle = handle
         self._metadata_timeout = metadata_timeout
         self._on_failure = on_failure  # the worker reconnects
+        self._on_restored = on_restored  # the fetch loop may wait while it is held
         self._partitions: dict[int, AssignedPartition] = {}
         self._parked: dict[int, RestoredPartition] = {}
         self._restore_task: asyncio.Task[None] | None = None
@@ -175,6 +177,7 @@ class Assignments:
         part.restored_as(state)
         with contextlib.suppress(KafkaError):  # IllegalStateError: revoked meanwhile
             self._consumer.resume(self.tp(part.number))
+        self._on_restored()
         self._observer.restored(
             part.number,
             sessions=len(state.sessions),

@@ -71,6 +71,7 @@ class Connection:
             session_ttl=settings.session_ttl,
             clock=clock,
             on_decided=self._committer.decided,
+            on_fetchable=self._wake_fetch_loop,
             alive=self._liveness.alive,
             on_failure=self.fail,
             tracing=tracing,
@@ -84,6 +85,7 @@ class Connection:
             handle=dispatcher.handle,
             metadata_timeout=settings.rebalance_timeout,
             on_failure=self.fail,
+            on_restored=self._wake_fetch_loop,
             ready=ready,
         )
         self._fetch_loop = FetchLoop(
@@ -97,6 +99,9 @@ class Connection:
         self._expiry = Expiry(
             publisher, clients.outbox, observer, ttl=settings.session_ttl, clock=clock
         )
+
+    def _wake_fetch_loop(self) -> None:
+        self._fetch_loop.wake()  # built after what calls this, which never calls it before
 
     def fail(self, error: BaseException) -> None:
         """End this connection (the first error is the one reported)."""

@@ -48,6 +48,7 @@ class Dispatcher:
         session_ttl: float,
         clock: Callable[[], float],
         on_decided: Callable[[], None],
+        on_fetchable: Callable[[], None],
         alive: Callable[[], bool],
         on_failure: Callable[[BaseException], None],
         tracing: MessageTracing | None = None,
@@ -59,6 +60,7 @@ class Dispatcher:
         self._ttl = session_ttl
         self._clock = clock
         self._on_decided = on_decided  # the committer counts decisions
+        self._on_fetchable = on_fetchable  # a lane's message is done: its partition may fetch
         # False when the member may have lost its partitions while a lane waited (the process
         # was stopped, or its loop blocked, past the group's session timeout).
         self._alive = alive
@@ -143,6 +145,7 @@ class Dispatcher:
             self._done(item)
         finally:
             part.undecided -= 1
+            self._on_fetchable()
 
     def _done(self, item: Inbound) -> None:
         item.pending.decided = True
