@@ -45,7 +45,6 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import unquote
 
@@ -53,6 +52,7 @@ import orjson
 from aiohttp import web
 
 from worker import eventloop
+from worker.lifecycle import Started
 
 __all__ = ["DEFAULT_SCRIPT", "FakeLLMServer", "FakeRequest", "main"]
 
@@ -265,7 +265,7 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
     )
 
 
-class FakeLLMServer:
+class FakeLLMServer(Started):
     """The fake LLM provider. Use `async with FakeLLMServer() as server:` or start()/stop()."""
 
     def __init__(
@@ -372,18 +372,6 @@ class FakeLLMServer:
             if not sleeper.done():
                 sleeper.set_result(None)
         await runner.cleanup()
-
-    async def __aenter__(self) -> FakeLLMServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def url(self) -> str:
