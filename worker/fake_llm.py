@@ -513,6 +513,18 @@ class FakeLLMServer(Started):
             return None
         return body if isinstance(body, dict) else None
 
+    async def _received(
+        self, request: web.Request, deployment: str | None = None
+    ) -> tuple[dict[str, Any] | None, str]:
+        """The request's JSON body (None when unreadable) and its deployment (`deployment`, else
+        the body's `model`, else ""), recorded."""
+        body = await self._read_body(request)
+        if deployment is None:
+            model = (body or {}).get("model")
+            deployment = model if isinstance(model, str) else ""
+        self._record(request, deployment, body or {})
+        return body, deployment
+
     async def _health(self, request: web.Request) -> web.Response:
         return _json({"status": "ok"})
 
@@ -531,13 +543,7 @@ class FakeLLMServer(Started):
     async def _openai_like(
         self, request: web.Request, flavor: Flavor, azure_deployment: str | None
     ) -> web.StreamResponse:
-        body = await self._read_body(request)
-        if azure_deployment is not None:
-            deployment = azure_deployment
-        else:
-            model = (body or {}).get("model")
-            deployment = model if isinstance(model, str) else ""
-        self._record(request, deployment, body or {})
+        body, deployment = await self._received(request, azure_deployment)
         if azure_deployment is not None:
             authorization = request.headers.get("Authorization", "")
             if not request.headers.get("api-key") and not authorization.startswith("Bearer "):
@@ -562,10 +568,7 @@ class FakeLLMServer(Started):
         return await self._ollama(request, "ollama_generate")
 
     async def _ollama(self, request: web.Request, flavor: Flavor) -> web.StreamResponse:
-        body = await self._read_body(request)
-        model = (body or {}).get("model")
-        deployment = model if isinstance(model, str) else ""
-        self._record(request, deployment, body or {})
+        body, deployment = await self._received(request)
         if body is None:
             return self._error(flavor, 400, "invalid JSON body")
         if not deployment:
@@ -573,10 +576,7 @@ class FakeLLMServer(Started):
         return await self._serve(request, flavor, deployment, body)
 
     async def _anthropic_messages(self, request: web.Request) -> web.StreamResponse:
-        body = await self._read_body(request)
-        model = (body or {}).get("model")
-        deployment = model if isinstance(model, str) else ""
-        self._record(request, deployment, body or {})
+        body, deployment = await self._received(request)
         flavor: Flavor = "anthropic"
         authorization = request.headers.get("Authorization", "")
         if not request.headers.get("x-api-key") and not authorization.startswith("Bearer "):
