@@ -9,6 +9,8 @@
   is how a test shows that a hostile answer cost bounded memory;
 - `post_once(url)`: one POST by a fresh HttpClient; `hostile_first(url, fake)`: a group whose
   cheapest deployment is the hostile one, then a healthy one on the fake LLM;
+  `fail_over_once(handle, fake)`: one call of such a group's gateway, `handle` serving the
+  hostile deployment;
 - `on_each_loop(scenario)`: one test per event loop, asyncio's and uvloop (what `run` uses).
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import ssl
 import struct
@@ -29,6 +32,7 @@ import uvloop
 from yarl import URL
 
 from worker.fake_llm import FakeLLMServer
+from worker.llm.gateway import Completion, ModelGroupGateway
 from worker.llm.http import HttpClient, HttpResponse, Target
 from worker.llm.model_group import ModelGroup
 
@@ -193,3 +197,16 @@ def hostile_first(url: str, fake: FakeLLMServer, key: str, **hostile: Any) -> Mo
             "router": {"routing_strategy": "cost-based-routing", "num_retries": 1},
         }
     )
+
+
+async def fail_over_once(
+    handle: StreamHandler, fake: FakeLLMServer, key: str
+) -> tuple[Completion, AllocationPeak]:
+    """One call of a gateway over `hostile_first`, `handle` serving the hostile deployment over
+    plain HTTP: its completion, and the call's allocation peak."""
+    async with loopback_server(handle) as port:
+        group = hostile_first(f"http://127.0.0.1:{port}/v1", fake, key)
+        async with ModelGroupGateway(group, rng=random.Random(1), environ={}) as gateway:
+            with allocation_peak() as peak:
+                completion = await gateway.complete("hi")
+    return completion, peak

@@ -26,7 +26,6 @@ import hmac
 import ssl
 import struct
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiokafka.protocol.admin import (
@@ -41,6 +40,7 @@ from scramp import ScramException, ScramMechanism
 
 from tests.tcp_proxy import LOOPBACK, pump
 from worker.kafka.broker import free_loopback_port
+from worker.lifecycle import Started
 
 API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE = 18, 17, 36
 NO_ERROR, UNSUPPORTED_SASL_MECHANISM, ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED = 0, 33, 34, 58
@@ -104,7 +104,7 @@ class RelayLog:
     client_subjects: list[str] = field(default_factory=list)
 
 
-class KafkaRelay:
+class KafkaRelay(Started):
     def __init__(
         self,
         upstream_port: int,
@@ -136,7 +136,7 @@ class KafkaRelay:
             self._on_connect, LOOPBACK, self.port, ssl=self.tls, reuse_address=True
         )
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
         links = list(self._links)
@@ -146,18 +146,6 @@ class KafkaRelay:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-
-    async def __aenter__(self) -> KafkaRelay:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = asyncio.current_task()

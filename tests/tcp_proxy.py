@@ -22,9 +22,9 @@ import asyncio
 import contextlib
 import socket
 import struct
-from types import TracebackType
 
 from worker.kafka.broker import free_loopback_port
+from worker.lifecycle import Started
 
 LOOPBACK = "127.0.0.1"
 CHUNK = 64 * 1024
@@ -73,7 +73,7 @@ async def pump(
         pass
 
 
-class TcpProxy:
+class TcpProxy(Started):
     def __init__(self, upstream_port: int, *, port: int | None = None) -> None:
         self.upstream_port = upstream_port
         self.port = port or free_loopback_port()
@@ -124,7 +124,7 @@ class TcpProxy:
         async with asyncio.timeout(timeout):
             await self._held_bytes.wait()
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         await self.down()
         if self._server is not None:
             self._server.close()
@@ -183,15 +183,3 @@ class TcpProxy:
             close(client_writer)
             if upstream_writer is not None:
                 close(upstream_writer)
-
-    async def __aenter__(self) -> TcpProxy:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -45,7 +45,6 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import unquote
 
@@ -53,6 +52,7 @@ import orjson
 from aiohttp import web
 
 from worker import eventloop
+from worker.lifecycle import Started
 
 __all__ = ["DEFAULT_SCRIPT", "FakeLLMServer", "FakeRequest", "main"]
 
@@ -265,7 +265,7 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
     )
 
 
-class FakeLLMServer:
+class FakeLLMServer(Started):
     """The fake LLM provider. Use `async with FakeLLMServer() as server:` or start()/stop()."""
 
     def __init__(
@@ -372,18 +372,6 @@ class FakeLLMServer:
             if not sleeper.done():
                 sleeper.set_result(None)
         await runner.cleanup()
-
-    async def __aenter__(self) -> FakeLLMServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def url(self) -> str:
@@ -525,6 +513,18 @@ class FakeLLMServer:
             return None
         return body if isinstance(body, dict) else None
 
+    async def _received(
+        self, request: web.Request, deployment: str | None = None
+    ) -> tuple[dict[str, Any] | None, str]:
+        """The request's JSON body (None when unreadable) and its deployment (`deployment`, else
+        the body's `model`, else ""), recorded."""
+        body = await self._read_body(request)
+        if deployment is None:
+            model = (body or {}).get("model")
+            deployment = model if isinstance(model, str) else ""
+        self._record(request, deployment, body or {})
+        return body, deployment
+
     async def _health(self, request: web.Request) -> web.Response:
         return _json({"status": "ok"})
 
@@ -543,13 +543,7 @@ class FakeLLMServer:
     async def _openai_like(
         self, request: web.Request, flavor: Flavor, azure_deployment: str | None
     ) -> web.StreamResponse:
-        body = await self._read_body(request)
-        if azure_deployment is not None:
-            deployment = azure_deployment
-        else:
-            model = (body or {}).get("model")
-            deployment = model if isinstance(model, str) else ""
-        self._record(request, deployment, body or {})
+        body, deployment = await self._received(request, azure_deployment)
         if azure_deployment is not None:
             authorization = request.headers.get("Authorization", "")
             if not request.headers.get("api-key") and not authorization.startswith("Bearer "):
@@ -574,10 +568,7 @@ class FakeLLMServer:
         return await self._ollama(request, "ollama_generate")
 
     async def _ollama(self, request: web.Request, flavor: Flavor) -> web.StreamResponse:
-        body = await self._read_body(request)
-        model = (body or {}).get("model")
-        deployment = model if isinstance(model, str) else ""
-        self._record(request, deployment, body or {})
+        body, deployment = await self._received(request)
         if body is None:
             return self._error(flavor, 400, "invalid JSON body")
         if not deployment:
@@ -585,10 +576,7 @@ class FakeLLMServer:
         return await self._serve(request, flavor, deployment, body)
 
     async def _anthropic_messages(self, request: web.Request) -> web.StreamResponse:
-        body = await self._read_body(request)
-        model = (body or {}).get("model")
-        deployment = model if isinstance(model, str) else ""
-        self._record(request, deployment, body or {})
+        body, deployment = await self._received(request)
         flavor: Flavor = "anthropic"
         authorization = request.headers.get("Authorization", "")
         if not request.headers.get("x-api-key") and not authorization.startswith("Bearer "):

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +268,9 @@ def test_dockerfile() -> None:
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
-def test_worker_service_config_validates(example: str) -> None:
+def test_worker_service_config_validates(
+    example: str, validate: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
     """The mounted files pass `coexistence-router validate` with exactly the compose environment.
 
     The worker refuses to start on an unset `${VAR}`, so compose must provide every one.
@@ -285,15 +288,7 @@ def test_worker_service_config_validates(example: str) -> None:
     command = worker["command"]
     assert command[1] == "run"
     args = [mounted.get(arg, arg) for arg in command[2:]]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **worker["environment"]}
-    result = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "validate", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=ROOT,
-    )
+    result = validate(map(str, args), worker["environment"])
     assert result.returncode == 0, result.stderr
 
 

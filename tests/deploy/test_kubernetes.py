@@ -14,11 +14,10 @@ ConfigMap's files passing `coexistence-router validate` with the Deployment's ar
 from __future__ import annotations
 
 import copy
-import os
 import re
 import shutil
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -303,7 +302,9 @@ def test_every_secret_reference_has_its_key(
 
 
 def test_the_configmap_files_pass_validate_with_the_deployment_arguments(
-    objects: list[dict[str, Any]], tmp_path: Path
+    objects: list[dict[str, Any]],
+    tmp_path: Path,
+    validate: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
     worker = container(objects)
     [mount] = [m for m in worker["volumeMounts"] if m["name"] == "config"]
@@ -315,16 +316,8 @@ def test_the_configmap_files_pass_validate_with_the_deployment_arguments(
     files = [Path(a) for a in local if a.startswith(str(tmp_path))]
     assert {f.name for f in files} == set(one(objects, "ConfigMap")["data"])  # all are used
     assert all(f.is_file() for f in files)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **secret_example()["stringData"]}
-    env.update({e["name"]: e["value"] for e in worker["env"]})
-    result = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "validate", *local],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=ROOT,
-    )
+    env = {**secret_example()["stringData"], **{e["name"]: e["value"] for e in worker["env"]}}
+    result = validate(local, env)
     assert result.returncode == 0, result.stderr
 
 

@@ -303,7 +303,7 @@ async def test_a_partition_back_from_a_clean_revocation_keeps_its_replay(
                 await other.stop()
         await router.close()
     restored = events.named("restored")
-    assert [(e.kwargs["kept"], e.kwargs["replaying"]) for e in restored[:2]] == [
+    assert [(e.args[0].kept, e.args[0].replaying) for e in restored[:2]] == [
         (False, 1),
         (True, 1),  # the partition came straight back: its whole state was kept
     ]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import random
 import zlib
 from typing import Any
 
@@ -17,7 +16,7 @@ from tests.hostile_http import (
     ForwardProxy,
     MiB,
     allocation_peak,
-    hostile_first,
+    fail_over_once,
     loopback_server,
     on_each_loop,
     post_once,
@@ -118,18 +117,10 @@ test_a_declared_100_mib_body_is_refused_before_it_is_read = on_each_loop(
 )
 
 
-def cheap_first(port: int, fake: FakeLLMServer) -> ModelGroup:
-    return hostile_first(f"http://127.0.0.1:{port}/v1", fake, KEY)
-
-
 async def test_the_gateway_fails_over_from_a_gzip_bomb(fake: FakeLLMServer) -> None:
     fake.script("healthy", answer="B")
     gzip_bomb()
-    async with loopback_server(answer_bomb) as port:
-        gateway = ModelGroupGateway(cheap_first(port, fake), rng=random.Random(1), environ={})
-        async with gateway:
-            with allocation_peak() as peak:
-                completion = await gateway.complete("hi")
+    completion, peak = await fail_over_once(answer_bomb, fake, KEY)
     assert (completion.text, completion.deployment, completion.attempts) == ("B", "healthy", 2)
     assert peak.bytes < BOUND
 
@@ -156,11 +147,7 @@ async def test_deeply_nested_json_fails_over_to_another_deployment(
         writer.close()
 
     fake.script("healthy", answer="C")
-    async with loopback_server(answer) as port:
-        gateway = ModelGroupGateway(cheap_first(port, fake), rng=random.Random(1), environ={})
-        async with gateway:
-            with allocation_peak() as peak:
-                completion = await gateway.complete("hi")
+    completion, peak = await fail_over_once(answer, fake, KEY)
     assert (completion.text, completion.deployment, completion.attempts) == ("C", "healthy", 2)
     assert peak.bytes < 16 * MiB
 

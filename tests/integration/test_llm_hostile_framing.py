@@ -15,7 +15,7 @@ from tests.hostile_http import (
     MiB,
     StreamHandler,
     allocation_peak,
-    hostile_first,
+    fail_over_once,
     loopback_server,
     on_each_loop,
     post_once,
@@ -24,7 +24,6 @@ from tests.hostile_http import (
 )
 from worker.fake_llm import FakeLLMServer
 from worker.llm.errors import HttpError, HttpTimeout
-from worker.llm.gateway import ModelGroupGateway
 from worker.llm.http import HttpResponse, UnusableAnswer
 
 KEY = "sk-hostile-framing-77aa01"
@@ -109,12 +108,7 @@ async def test_the_gateway_never_takes_a_body_cut_by_a_reset_for_an_answer(
     cut = b'{"choices":[{"index":0,"message":{"role":"assistant","content":"A"}}]}'
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n"
     fake.script("healthy", answer="C")
-    async with (
-        loopback_server(answering(head + cut, then_reset=True)) as port,
-        ModelGroupGateway(hostile_first(url_of(port, "/v1"), fake, KEY), environ={}) as gateway,
-    ):
-        with allocation_peak() as peak:
-            completion = await gateway.complete("hi")
+    completion, peak = await fail_over_once(answering(head + cut, then_reset=True), fake, KEY)
     assert (completion.text, completion.deployment, completion.attempts) == ("C", "healthy", 2)
     assert peak.bytes < SMALL
 
@@ -304,11 +298,7 @@ async def test_the_gateway_fails_over_from_a_redirect_to_another_origin(
 ) -> None:
     fake.script("healthy", answer="B")
     away = f"HTTP/1.1 301 Moved\r\nLocation: {fake.url}/v1/chat/completions\r\n\r\n".encode()
-    async with (
-        loopback_server(answering(away)) as port,
-        ModelGroupGateway(hostile_first(url_of(port, "/v1"), fake, KEY), environ={}) as gateway,
-    ):
-        completion = await gateway.complete("hi")
+    completion, _ = await fail_over_once(answering(away), fake, KEY)
     assert (completion.text, completion.deployment, completion.attempts) == ("B", "healthy", 2)
     assert fake.count("hostile") == 0  # not followed: the fake saw only the healthy call
 

@@ -121,7 +121,7 @@ async def test_not_ready_while_a_large_changelog_is_restored_then_ready(bootstra
         status, body = await worker.get("/readyz")
         assert status == 200 and body == {"ok": True, "reason": "ready: input partitions [0]"}
         [restored] = worker.events.named("restored")
-        assert restored.kwargs["records"] == CHANGELOG_RECORDS
+        assert restored.args[0].records == CHANGELOG_RECORDS
         scrape = await worker.metrics()
         assert "coexistence_router_restore_duration_seconds_count 1.0" in scrape
         assert f"coexistence_router_restored_records_total {CHANGELOG_RECORDS:.1f}" in scrape

@@ -103,7 +103,7 @@ async def test_a_new_group_on_an_old_changelog_drops_its_histories_as_it_commits
     events = RecordedEvents()
     async with running_worker(renamed, make_router(), events) as worker:
         [restored] = events.named("restored")
-        assert restored.kwargs["replaying"] == len(senders)
+        assert restored.args[0].replaying == len(senders)
         await events.committed_to({0: len(senders)})
         [partition] = worker.status().partitions
         assert (partition.sessions, partition.replaying) == (len(senders), 0)

@@ -52,6 +52,14 @@ def assistant(
     return load_assistant(tmp_path, version, flows=json.dumps(flows), domain=json.dumps(domain))
 
 
+def refusal(tmp_path: Path, version: str, mapping: dict[str, Any]) -> str:
+    """The one problem of an assistant whose slot mapping the release refuses."""
+    with pytest.raises(ConfigError) as caught:
+        assistant(tmp_path, version, mapping)
+    [problem] = caught.value.problems
+    return problem
+
+
 def router_path(app: Any, intent: str = "inform", **parse: Any) -> bool:
     """True when the IntentBasedRouter's adapter call produces a command (CALM sticky)."""
     return decide_now(app, "a text", intent=intent, **parse).route is Route.CALM
@@ -158,18 +166,12 @@ def test_mapping_types_per_release(tmp_path: Path) -> None:
     # shared/core/constants.py SlotMappingType: 3.11 has `custom`, 3.12 renamed it
     # `controlled` (custom still read, deprecated); a mapping without type is from_llm from
     # 3.12 (SlotMapping.validate_mapping) and refused in 3.11 (SlotMapping.validate).
-    with pytest.raises(ConfigError) as caught:
-        assistant(tmp_path / "a", "3.11.20", {"type": "controlled"})
-    [problem] = caught.value.problems
-    assert problem.endswith(
+    assert refusal(tmp_path / "a", "3.11.20", {"type": "controlled"}).endswith(
         "domain.yml: slots.s.mappings[0].type: not a slot mapping type of Rasa 3.11.16–3.11.20 "
         "(custom, from_entity, from_intent, from_llm, from_text, from_trigger_intent)"
     )
     assert not router_path(assistant(tmp_path / "b", "3.12.0", {"type": "controlled"}))
-    with pytest.raises(ConfigError) as caught:
-        assistant(tmp_path / "c", "3.11.20", {"entity": "city"})
-    [problem] = caught.value.problems
-    assert problem.endswith(
+    assert refusal(tmp_path / "c", "3.11.20", {"entity": "city"}).endswith(
         "domain.yml: slots.s.mappings[0].type: required key is missing (Rasa 3.11.16–3.11.20 "
         "has no default mapping type)"
     )

@@ -22,6 +22,7 @@ from worker.llm.providers import (
 )
 
 KEY = "sk-test-0123456789abcdef"
+AWS_KEY_ID = "AKIDEXAMPLE"
 # Parameters in OpenAI's names, to show how each wire format carries them (which ones the router
 # sends to which provider is worker.llm.router_defaults' business).
 PARAMS = {"temperature": 0.0, "max_tokens": 1}
@@ -36,6 +37,18 @@ def endpoint(
     )
     assert isinstance(provider, HttpProvider)
     return provider
+
+
+def bedrock_with_keys(model: str = "m", region: str = "us-east-1", **keys: Any) -> HttpProvider:
+    """A Bedrock deployment with static keys: its requests are signed at once, with no I/O."""
+    return endpoint(
+        provider="bedrock",
+        model=model,
+        aws_access_key_id=AWS_KEY_ID,
+        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        aws_region_name=region,
+        **keys,
+    )
 
 
 def sent(ep: HttpProvider, prompt: str = "route me") -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -245,13 +258,8 @@ def test_ollama_generates_with_litellms_prompt_and_ollama_chat_chats() -> None:
 
 
 def test_bedrock_converse_request_is_signed() -> None:
-    ep = endpoint(
-        provider="bedrock",
-        model="bedrock/anthropic.claude-3-haiku-20240307-v1:0",
-        aws_access_key_id="AKIDEXAMPLE",
-        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-        aws_region_name="eu-central-1",
-        top_k=5,
+    ep = bedrock_with_keys(
+        "bedrock/anthropic.claude-3-haiku-20240307-v1:0", "eu-central-1", top_k=5
     )
     url, headers, body = sent(ep)
     assert url == (
@@ -259,7 +267,7 @@ def test_bedrock_converse_request_is_signed() -> None:
         "anthropic.claude-3-haiku-20240307-v1%3A0/converse"
     )
     assert (
-        headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+        headers["Authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={AWS_KEY_ID}/")
         and "/eu-central-1/bedrock/aws4_request" in headers["Authorization"]
     )
     assert "X-Amz-Date" in headers
@@ -271,14 +279,7 @@ def test_bedrock_converse_request_is_signed() -> None:
 
 
 def test_bedrock_session_token_is_signed_with_the_keys() -> None:
-    ep = endpoint(
-        provider="bedrock",
-        model="amazon.nova-lite-v1:0",
-        aws_access_key_id="AKIDTEMP",
-        aws_secret_access_key="secret-temp",
-        aws_session_token="token-temp",
-        aws_region_name="us-west-2",
-    )
+    ep = bedrock_with_keys("amazon.nova-lite-v1:0", "us-west-2", aws_session_token="token-temp")
     _, headers, _ = sent(ep)
     assert headers["X-Amz-Security-Token"] == "token-temp"
     assert "x-amz-security-token" in headers["Authorization"].split("SignedHeaders=")[1]
@@ -326,13 +327,7 @@ def test_answers_are_read_per_format() -> None:
     assert (got.text, got.usage.total_tokens) == ("C", 10)
     generate = endpoint(provider="ollama", model="m", api_base="http://o")
     assert generate.answer({"response": "B"}).text == "B"
-    bedrock = endpoint(
-        provider="bedrock",
-        model="m",
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-        aws_region_name="us-east-1",
-    )
+    bedrock = bedrock_with_keys()
     got = bedrock.answer(
         {
             "output": {"message": {"content": [{"text": "A"}]}},

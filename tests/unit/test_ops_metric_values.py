@@ -23,7 +23,7 @@ from worker.llm.observer import (
     outcome_of,
 )
 from worker.ops.metrics import RouterMetrics
-from worker.runtime.observer import PartitionStatus, WorkerStatus
+from worker.runtime.observer import PartitionStatus, Restored, WorkerStatus
 
 Sample = tuple[str, dict[str, str], float]
 
@@ -148,14 +148,20 @@ def test_restore_progress_while_it_runs_then_its_duration() -> None:
     metrics.runtime.restore_progress((0, 1), 500)
     metrics.runtime.restore_progress((0, 1), 1500)
     assert value(metrics, "coexistence_router_restore_records") == 1500
-    metrics.runtime.restored(0, sessions=10, replaying=0, records=2000, seconds=1.5, kept=False)
+    metrics.runtime.restored(
+        Restored(0, sessions=10, replaying=0, records=2000, seconds=1.5, kept=False)
+    )
     assert value(metrics, "coexistence_router_restore_records") == 1500  # 1 still restoring
-    metrics.runtime.restored(1, sessions=10, replaying=0, records=2000, seconds=1.5, kept=False)
+    metrics.runtime.restored(
+        Restored(1, sessions=10, replaying=0, records=2000, seconds=1.5, kept=False)
+    )
     assert value(metrics, "coexistence_router_restore_records") == 0
     assert value(metrics, "coexistence_router_restore_duration_seconds_count") == 2
     assert value(metrics, "coexistence_router_restore_duration_seconds_bucket", le="2.5") == 2
     # A partition kept from before a rebalance was not restored: not a restore's duration.
-    metrics.runtime.restored(2, sessions=10, replaying=0, records=0, seconds=0.01, kept=True)
+    metrics.runtime.restored(
+        Restored(2, sessions=10, replaying=0, records=0, seconds=0.01, kept=True)
+    )
     assert value(metrics, "coexistence_router_restore_duration_seconds_count") == 2
 
 
@@ -175,7 +181,9 @@ def test_every_spec_metric_is_exposed_with_its_labels() -> None:
     metrics = RouterMetrics(lambda: status(partition(0, sessions=1, committed=1, highwater=2)))
     metrics.runtime.decided(0, 1, routing(Route.CALM, Reason.LISTED_INTENT))
     metrics.runtime.dead_lettered(0, 2, "ValidationError")
-    metrics.runtime.restored(0, sessions=1, replaying=0, records=1, seconds=0.1, kept=False)
+    metrics.runtime.restored(
+        Restored(0, sessions=1, replaying=0, records=1, seconds=0.1, kept=False)
+    )
     metrics.gateways.attempt("g", "d", "success", 0.1)
     metrics.gateways.cooling = {("g", "d"): False}
     found: dict[str, set[str]] = {}

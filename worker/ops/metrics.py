@@ -32,7 +32,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from worker.llm.gateway import GatewayRegistry
 from worker.llm.observer import AttemptObserver
-from worker.runtime.observer import RuntimeObserver, WorkerStatus
+from worker.runtime.observer import Restored, RuntimeObserver, WorkerStatus
 
 log = logging.getLogger(__name__)
 
@@ -123,20 +123,11 @@ class RuntimeMetrics(RuntimeObserver):
         self._restoring = set(partitions)
         self._restore_records = records
 
-    def restored(
-        self,
-        partition: int,
-        *,
-        sessions: int,
-        replaying: int,
-        records: int,
-        seconds: float,
-        kept: bool,
-    ) -> None:
-        self._restoring.discard(partition)
-        if not kept:
-            self._restore_duration.observe(seconds)
-            self._restored_records.inc(records)
+    def restored(self, restore: Restored) -> None:
+        self._restoring.discard(restore.partition)
+        if not restore.kept:
+            self._restore_duration.observe(restore.seconds)
+            self._restored_records.inc(restore.records)
 
     def revoked(self, partitions: tuple[int, ...], *, fenced: bool) -> None:
         self._restoring.difference_update(partitions)

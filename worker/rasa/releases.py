@@ -286,12 +286,11 @@ _PROMPT_TEMPLATE = ("prompt_template", "prompt")
 def _row(
     first: str,
     last: str,
-    *,
     llm: RouterLlmDefaults,
     patterns: Patterns,
     payload_routing: PayloadRouting,
     refuses_missing_prompt: bool,
-    read_from: tuple[str, ...] = (),
+    read_from: tuple[str, ...],
 ) -> RasaBehaviour:
     """A row; the columns that only ever changed with a new line follow from `first`."""
     start = Release.parse(first)
@@ -315,44 +314,34 @@ def _row(
 
 
 _ANY, _USER_ONLY = PayloadRouting.ANY_COMMAND, PayloadRouting.USER_COMMAND
+_READ_FROM_3_16 = ("3.16.0", "3.16.32", "3.17.0", "3.17.12", "3.18.0", "3.18.9", "3.19.0",
+                   "3.19.9", "3.20.0", "3.20.5", "3.21.0")  # fmt: skip
 
 # Where a line changed within itself, the boundary was found by reading every release around it
 # (3.11.13/3.11.14, 3.11.15/3.11.16, 3.12.5/3.12.6, 3.12.13/3.12.14, 3.12.17/3.12.18,
-# 3.12.41/3.12.42, 3.13.18/3.13.19, 3.14.6/3.14.7, 3.15.2/3.15.3).
-RELEASES: tuple[RasaBehaviour, ...] = (
-    _row("3.11.0", "3.11.13", llm=_LLM_3_11_0, patterns=_PATTERNS_3_11, payload_routing=_ANY,
-         refuses_missing_prompt=False),
-    _row("3.11.14", "3.11.15", llm=_LLM_3_11_14, patterns=_PATTERNS_3_11, payload_routing=_ANY,
-         refuses_missing_prompt=False),
-    _row("3.11.16", "3.11.20", llm=_LLM_3_11_14, patterns=_PATTERNS_3_11,
-         payload_routing=_USER_ONLY, refuses_missing_prompt=False),
-    _row("3.12.0", "3.12.5", llm=_LLM_3_11_0, patterns=_PATTERNS_3_12_0, payload_routing=_ANY,
-         refuses_missing_prompt=False),
-    _row("3.12.6", "3.12.13", llm=_LLM_3_11_0, patterns=_PATTERNS_3_11, payload_routing=_ANY,
-         refuses_missing_prompt=False),
-    _row("3.12.14", "3.12.17", llm=_LLM_3_11_14, patterns=_PATTERNS_3_11, payload_routing=_ANY,
-         refuses_missing_prompt=False),
-    _row("3.12.18", "3.12.41", llm=_LLM_3_11_14, patterns=_PATTERNS_3_11,
-         payload_routing=_USER_ONLY, refuses_missing_prompt=False),
-    _row("3.12.42", "3.12.42", llm=_LLM_3_11_14, patterns=_PATTERNS_3_11,
-         payload_routing=_USER_ONLY, refuses_missing_prompt=True),
-    _row("3.13.0", "3.13.18", llm=_LLM_3_13, patterns=_PATTERNS_3_11,
-         payload_routing=_USER_ONLY, refuses_missing_prompt=False),
-    _row("3.13.19", "3.13.25", llm=_LLM_3_13, patterns=_PATTERNS_3_11,
-         payload_routing=_USER_ONLY, refuses_missing_prompt=True),
-    _row("3.14.0", "3.14.6", llm=_LLM_3_13, patterns=_PATTERNS_3_14,
-         payload_routing=_USER_ONLY, refuses_missing_prompt=False),
-    _row("3.14.7", "3.14.29", llm=_LLM_3_13, patterns=_PATTERNS_3_14,
-         payload_routing=_USER_ONLY, refuses_missing_prompt=True),
-    _row("3.15.0", "3.15.2", llm=_LLM_3_13, patterns=_PATTERNS_3_15,
-         payload_routing=_USER_ONLY, refuses_missing_prompt=False),
-    _row("3.15.3", "3.15.36", llm=_LLM_3_13, patterns=_PATTERNS_3_15,
-         payload_routing=_USER_ONLY, refuses_missing_prompt=True),
-    _row("3.16.0", "3.21.0", llm=_LLM_3_16, patterns=_PATTERNS_3_16,
-         payload_routing=_USER_ONLY, refuses_missing_prompt=True,
-         read_from=("3.16.0", "3.16.32", "3.17.0", "3.17.12", "3.18.0", "3.18.9", "3.19.0",
-                    "3.19.9", "3.20.0", "3.20.5", "3.21.0")),
+# 3.12.41/3.12.42, 3.13.18/3.13.19, 3.14.6/3.14.7, 3.15.2/3.15.3). "refuses" is
+# missing_prompt and set_slots_lists; an empty "read from" is the row's first and last release.
+_ROWS: tuple[
+    tuple[str, str, RouterLlmDefaults, Patterns, PayloadRouting, bool, tuple[str, ...]], ...
+] = (
+    # first     last       llm           patterns          payload     refuses    read from
+    ("3.11.0",  "3.11.13", _LLM_3_11_0,  _PATTERNS_3_11,   _ANY,       False,     ()),
+    ("3.11.14", "3.11.15", _LLM_3_11_14, _PATTERNS_3_11,   _ANY,       False,     ()),
+    ("3.11.16", "3.11.20", _LLM_3_11_14, _PATTERNS_3_11,   _USER_ONLY, False,     ()),
+    ("3.12.0",  "3.12.5",  _LLM_3_11_0,  _PATTERNS_3_12_0, _ANY,       False,     ()),
+    ("3.12.6",  "3.12.13", _LLM_3_11_0,  _PATTERNS_3_11,   _ANY,       False,     ()),
+    ("3.12.14", "3.12.17", _LLM_3_11_14, _PATTERNS_3_11,   _ANY,       False,     ()),
+    ("3.12.18", "3.12.41", _LLM_3_11_14, _PATTERNS_3_11,   _USER_ONLY, False,     ()),
+    ("3.12.42", "3.12.42", _LLM_3_11_14, _PATTERNS_3_11,   _USER_ONLY, True,      ()),
+    ("3.13.0",  "3.13.18", _LLM_3_13,    _PATTERNS_3_11,   _USER_ONLY, False,     ()),
+    ("3.13.19", "3.13.25", _LLM_3_13,    _PATTERNS_3_11,   _USER_ONLY, True,      ()),
+    ("3.14.0",  "3.14.6",  _LLM_3_13,    _PATTERNS_3_14,   _USER_ONLY, False,     ()),
+    ("3.14.7",  "3.14.29", _LLM_3_13,    _PATTERNS_3_14,   _USER_ONLY, True,      ()),
+    ("3.15.0",  "3.15.2",  _LLM_3_13,    _PATTERNS_3_15,   _USER_ONLY, False,     ()),
+    ("3.15.3",  "3.15.36", _LLM_3_13,    _PATTERNS_3_15,   _USER_ONLY, True,      ()),
+    ("3.16.0",  "3.21.0",  _LLM_3_16,    _PATTERNS_3_16,   _USER_ONLY, True,      _READ_FROM_3_16),
 )  # fmt: skip
+RELEASES: tuple[RasaBehaviour, ...] = tuple(_row(*columns) for columns in _ROWS)
 
 # The newest published release of every supported line (PyPI `rasa-pro`).
 NEWEST_OF_LINE: Mapping[str, Release] = MappingProxyType(

@@ -37,7 +37,7 @@ from aiokafka.errors import KafkaError
 from worker.config.endpoints import Topics
 from worker.runtime.changelog import RestoredPartition, restore_sessions, unchanged_since
 from worker.runtime.committer import Commit, Committer
-from worker.runtime.observer import RuntimeObserver
+from worker.runtime.observer import Restored, RuntimeObserver
 from worker.runtime.offsets import DeliveryFailed
 from worker.runtime.partition import AssignedPartition, Inbound, MembershipLost, Phase
 
@@ -179,12 +179,14 @@ class Assignments:
             self._consumer.resume(self.tp(part.number))
         self._on_restored()
         self._observer.restored(
-            part.number,
-            sessions=len(state.sessions),
-            replaying=len(state.replay),
-            records=0 if kept else state.records,
-            seconds=seconds,
-            kept=kept,
+            Restored(
+                part.number,
+                sessions=len(state.sessions),
+                replaying=len(state.replay),
+                records=0 if kept else state.records,
+                seconds=seconds,
+                kept=kept,
+            )
         )
         self._update_ready()
 

@@ -20,6 +20,21 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """A partition's sessions are in memory: read from `records` changelog records in `seconds`
+    (partitions restored together share the time), or `kept` from before a rebalance that gave
+    it straight back (then `records` is 0 and `seconds` the check that its changelog did not
+    move). `replaying` senders have decisions on the changelog for offsets not yet committed."""
+
+    partition: int
+    sessions: int
+    replaying: int
+    records: int
+    seconds: float
+    kept: bool
+
+
 class RuntimeObserver:
     """Override what you need; every method here does nothing."""
 
@@ -36,21 +51,8 @@ class RuntimeObserver:
     def restore_progress(self, partitions: tuple[int, ...], records: int) -> None:
         """A restore of these partitions has read `records` changelog records so far."""
 
-    def restored(
-        self,
-        partition: int,
-        *,
-        sessions: int,
-        replaying: int,
-        records: int,
-        seconds: float,
-        kept: bool,
-    ) -> None:
-        """The partition's sessions are in memory: read from `records` changelog records in
-        `seconds` (partitions restored together share the time), or `kept` from before a
-        rebalance that gave it straight back (then `records` is 0 and `seconds` the check that
-        its changelog did not move). `replaying` senders have decisions on the changelog for
-        offsets not yet committed."""
+    def restored(self, restore: Restored) -> None:
+        """A partition's sessions are in memory (see `Restored`)."""
 
     def revoked(self, partitions: tuple[int, ...], *, fenced: bool) -> None:
         """The partitions are gone. `fenced`: the member had lost them before it could finish
@@ -89,25 +91,8 @@ class ForwardingObserver(RuntimeObserver):
     def restore_progress(self, partitions: tuple[int, ...], records: int) -> None:
         self.event("restore_progress", partitions, records)
 
-    def restored(
-        self,
-        partition: int,
-        *,
-        sessions: int,
-        replaying: int,
-        records: int,
-        seconds: float,
-        kept: bool,
-    ) -> None:
-        self.event(
-            "restored",
-            partition,
-            sessions=sessions,
-            replaying=replaying,
-            records=records,
-            seconds=seconds,
-            kept=kept,
-        )
+    def restored(self, restore: Restored) -> None:
+        self.event("restored", restore)
 
     def revoked(self, partitions: tuple[int, ...], *, fenced: bool) -> None:
         self.event("revoked", partitions, fenced=fenced)
