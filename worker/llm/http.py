@@ -99,7 +99,17 @@ class HttpResponse:
 class Target:
     """A URL prepared once: its origin and the request line with the client's own headers."""
 
-    __slots__ = ("url", "host", "port", "tls", "server_hostname", "origin", "where", "head")
+    __slots__ = (
+        "url",
+        "host",
+        "port",
+        "tls",
+        "server_hostname",
+        "origin",
+        "where",
+        "head",
+        "_last_lines",
+    )
 
     def __init__(self, url: URL) -> None:
         if url.scheme not in ("http", "https") or not url.host:
@@ -112,6 +122,21 @@ class Target:
         self.origin = (url.scheme, self.host, self.port)
         self.where = f"{self.host}:{self.port}"  # in messages
         self.head = self.request_head("POST")
+        # The headers last encoded, and their lines: a deployment sends the same headers (its
+        # key among them) on every call, so they are encoded again only when they change.
+        self._last_lines: tuple[tuple[tuple[str, str], ...], bytes] | None = None
+
+    def header_lines(self, headers: Mapping[str, str]) -> bytes:
+        """`headers` as request header lines, the client's own (Host, Content-Length, ...)
+        left out; ValueError for a name or value with a line break (or a non-Latin-1
+        character)."""
+        items = tuple(headers.items())
+        last = self._last_lines
+        if last is not None and last[0] == items:
+            return last[1]
+        lines = _header_lines(items)
+        self._last_lines = (items, lines)
+        return lines
 
     def request_head(self, method: str) -> bytes:
         path = self.url.raw_path_qs or "/"
@@ -143,21 +168,23 @@ def encode_request(
 ) -> bytes:
     """The request's bytes. Host, Content-Length and Accept-Encoding are the client's own; a
     header name or value with a line break (or a non-Latin-1 character) is refused (ValueError)."""
-    parts = [target.head if method == "POST" else target.request_head(method)]
-    for name, value in headers.items():
-        lowered = name.lower()
-        if lowered in _OWN_HEADERS:
+    head = target.head if method == "POST" else target.request_head(method)
+    lines = target.header_lines(headers)
+    if body or method == "POST":
+        return b"".join((head, lines, b"Content-Length: %d\r\n\r\n" % len(body), body))
+    return b"".join((head, lines, b"\r\n"))
+
+
+def _header_lines(items: tuple[tuple[str, str], ...]) -> bytes:
+    lines = []
+    for name, value in items:
+        if name.lower() in _OWN_HEADERS:
             continue
         line = f"{name}: {value}\r\n"
         if "\r" in line[:-2] or "\n" in line[:-2] or ":" in name:
             raise ValueError(f"header {name!r} holds a line break or a colon")
-        parts.append(line.encode("latin-1"))
-    if body or method == "POST":
-        parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
-        parts.append(body)
-    else:
-        parts.append(b"\r\n")
-    return b"".join(parts)
+        lines.append(line.encode("latin-1"))
+    return b"".join(lines)
 
 
 _OWN_HEADERS = frozenset(
