@@ -89,7 +89,10 @@ class BoundedBody:
     __slots__ = ("_decoders", "_data", "_coded")
 
     def __init__(self, content_encoding: str = "") -> None:
-        self._data = bytearray()
+        # The decoded body: its first piece as it came (most answers arrive in one, and are
+        # then never copied), a bytearray once a second one comes (never a list of pieces,
+        # which a peer sending one-byte chunks would make many times the body's size).
+        self._data: bytes | bytearray = b""
         self._coded = 0
         self._decoders: list[_Inflate] = []
         if content_encoding:
@@ -107,11 +110,8 @@ class BoundedBody:
                 self._decoders.append(factory(coding))
 
     def feed(self, data: bytes) -> None:
-        decoders = self._decoders
-        if not decoders:
-            if len(self._data) + len(data) > MAX_BODY:
-                raise _too_large()
-            self._data += data
+        if not self._decoders:
+            self._add(data)
             return
         self._coded += len(data)
         if self._coded > MAX_BODY:
@@ -121,16 +121,27 @@ class BoundedBody:
     def _decode(self, index: int, data: bytes) -> None:
         """Through decoders[index:], slice by slice, into the body (or UnusableAnswer)."""
         last = index == len(self._decoders) - 1
-        body = self._data
         for out in self._decoders[index].slices(data):
             if last:
-                if len(body) + len(out) > MAX_BODY:
-                    raise _too_large()
-                body += out
+                self._add(out)
             else:
                 self._decode(index + 1, out)
+
+    def _add(self, piece: bytes) -> None:
+        data = self._data
+        if len(data) + len(piece) > MAX_BODY:
+            raise _too_large()
+        if not data:
+            self._data = piece
+        elif isinstance(data, bytearray):
+            data += piece
+        else:  # the second piece: one bytearray from here on
+            grown = bytearray(data)
+            grown += piece
+            self._data = grown
 
     def finish(self) -> bytes:
         for decoder in self._decoders:
             decoder.finish()
-        return bytes(self._data)
+        data = self._data
+        return data if isinstance(data, bytes) else bytes(data)

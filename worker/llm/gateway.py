@@ -286,7 +286,8 @@ class ModelGroupGateway:
         back for (given by the gateway that falls back)."""
         started = time.monotonic() if chain is None else chain.started
         self._active += 1
-        self._idle.clear()
+        if self._active == 1:
+            self._idle.clear()
         try:
             try:
                 return await self._complete(prompt, started)
@@ -408,7 +409,10 @@ class ModelGroupGateway:
             usage: Mapping[str, Any] = snapshot.usage
             if self._uses_latency:
                 usage = self._latency.usage(snapshot.usage)
-            choice = await self._choose(fresh, usage, prompt)
+            if self._counts_usage:
+                choice = await self._reserve(fresh, usage, prompt)
+            else:  # no coroutine for a choice that waits for nothing
+                choice = self._strategy(fresh, usage, self._rng)
             if choice is None:
                 raise failure(RateLimitsReached, "every deployment is at its rpm/tpm limit")
             timeout = self._timeouts[choice.key]
@@ -420,13 +424,13 @@ class ModelGroupGateway:
                 self._latency.probe(choice.key, timeout)
             attempts += 1
             tried.add(choice.key)
-            last_name = choice.name
+            name = last_name = choice.name  # a property of a property: read once
             sent = time.monotonic()
             try:
                 answer = await self._attempt(choice, prompt, timeout)
             except AttemptError as error:
                 self._observer.attempt(
-                    self.group_id, choice.name, outcome_of(error), time.monotonic() - sent
+                    self.group_id, name, outcome_of(error), time.monotonic() - sent
                 )
                 if last is None:  # litellm: the first failure decides how many retries follow
                     max_attempts = 1 + self._retries_after(choice, error)
@@ -435,7 +439,7 @@ class ModelGroupGateway:
                 log.info(
                     "model group %r: deployment %r failed (attempt %d of %d): %s",
                     self.group_id,
-                    choice.name,
+                    name,
                     attempts,
                     max_attempts,
                     error.description,
@@ -451,7 +455,7 @@ class ModelGroupGateway:
                 else:
                     await self._note_failure(choice, error)
                 continue
-            self._observer.attempt(self.group_id, choice.name, SUCCESS, time.monotonic() - sent)
+            self._observer.attempt(self.group_id, name, SUCCESS, time.monotonic() - sent)
             if self._counts_usage and answer.usage.total_tokens:
                 # The reservation counted the prompt's estimate: correct it to the reported usage.
                 tokens = answer.usage.total_tokens - prompt_tokens(prompt)
@@ -462,7 +466,7 @@ class ModelGroupGateway:
                     await self._note_failure(candidate, refusal)
             return Completion(
                 text=answer.text,
-                deployment=choice.name,
+                deployment=name,
                 attempts=attempts,
                 latency_ms=round((time.monotonic() - started) * 1000),
                 usage=answer.usage,
@@ -479,11 +483,10 @@ class ModelGroupGateway:
             return own
         return self.settings.retries_after(error.kind)
 
-    async def _choose(
+    async def _reserve(
         self, candidates: Sequence[Candidate], usage: Mapping[str, Any], prompt: str
     ) -> Candidate | None:
-        if not self._counts_usage:
-            return self._strategy(candidates, usage, self._rng)
+        """usage-based-routing's choice: one within its limits that a reservation confirms."""
         tokens = prompt_tokens(prompt)
         pool = within_limits(candidates, usage, tokens)
         while pool:
@@ -522,10 +525,12 @@ class ModelGroupGateway:
         endpoint = self._http.get(key)
         if endpoint is None:
             return await self._served_attempt(candidate, prompt, timeout)
-        request = endpoint.request(prompt)
-        if endpoint.signer is not None:
-            request = await endpoint.signer.sign(request, timeout)
-        headers = request.headers
+        headers: Mapping[str, str]
+        if endpoint.signer is None:  # the provider's own headers, the same on every call
+            headers, body = endpoint.headers, endpoint.encoded_body(prompt)
+        else:
+            request = await endpoint.signer.sign(endpoint.request(prompt), timeout)
+            headers, body = request.headers, request.body
         if endpoint.token is not None:
             try:
                 bearer = await endpoint.token.header()
@@ -535,7 +540,7 @@ class ModelGroupGateway:
         call_id = await self._enter(key, timeout) if self._tracks_in_flight else ""
         sent = time.monotonic()
         try:
-            response = await self._transport.post(key, headers, request.body, timeout)
+            response = await self._transport.post(key, headers, body, timeout)
         except HttpError as exc:
             raise self._transport_error(exc, timeout) from None
         except ValueError as exc:  # a header value with a line break: never sent

@@ -52,6 +52,7 @@ __all__ = [
     "HttpError",
     "HttpResponse",
     "HttpTimeout",
+    "Request",
     "Target",
     "UnusableAnswer",
 ]
@@ -98,7 +99,17 @@ class HttpResponse:
 class Target:
     """A URL prepared once: its origin and the request line with the client's own headers."""
 
-    __slots__ = ("url", "host", "port", "tls", "server_hostname", "origin", "head")
+    __slots__ = (
+        "url",
+        "host",
+        "port",
+        "tls",
+        "server_hostname",
+        "origin",
+        "where",
+        "head",
+        "_last_lines",
+    )
 
     def __init__(self, url: URL) -> None:
         if url.scheme not in ("http", "https") or not url.host:
@@ -109,7 +120,23 @@ class Target:
         self.port: int = url.port or (443 if self.tls else 80)
         self.server_hostname = url.host if self.tls else None
         self.origin = (url.scheme, self.host, self.port)
+        self.where = f"{self.host}:{self.port}"  # in messages
         self.head = self.request_head("POST")
+        # The headers last encoded, and their lines: a deployment sends the same headers (its
+        # key among them) on every call, so they are encoded again only when they change.
+        self._last_lines: tuple[tuple[tuple[str, str], ...], bytes] | None = None
+
+    def header_lines(self, headers: Mapping[str, str]) -> bytes:
+        """`headers` as request header lines, the client's own (Host, Content-Length, ...)
+        left out; ValueError for a name or value with a line break (or a non-Latin-1
+        character)."""
+        items = tuple(headers.items())
+        last = self._last_lines
+        if last is not None and last[0] == items:
+            return last[1]
+        lines = _header_lines(items)
+        self._last_lines = (items, lines)
+        return lines
 
     def request_head(self, method: str) -> bytes:
         path = self.url.raw_path_qs or "/"
@@ -141,21 +168,23 @@ def encode_request(
 ) -> bytes:
     """The request's bytes. Host, Content-Length and Accept-Encoding are the client's own; a
     header name or value with a line break (or a non-Latin-1 character) is refused (ValueError)."""
-    parts = [target.head if method == "POST" else target.request_head(method)]
-    for name, value in headers.items():
-        lowered = name.lower()
-        if lowered in _OWN_HEADERS:
+    head = target.head if method == "POST" else target.request_head(method)
+    lines = target.header_lines(headers)
+    if body or method == "POST":
+        return b"".join((head, lines, b"Content-Length: %d\r\n\r\n" % len(body), body))
+    return b"".join((head, lines, b"\r\n"))
+
+
+def _header_lines(items: tuple[tuple[str, str], ...]) -> bytes:
+    lines = []
+    for name, value in items:
+        if name.lower() in _OWN_HEADERS:
             continue
         line = f"{name}: {value}\r\n"
         if "\r" in line[:-2] or "\n" in line[:-2] or ":" in name:
             raise ValueError(f"header {name!r} holds a line break or a colon")
-        parts.append(line.encode("latin-1"))
-    if body or method == "POST":
-        parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
-        parts.append(body)
-    else:
-        parts.append(b"\r\n")
-    return b"".join(parts)
+        lines.append(line.encode("latin-1"))
+    return b"".join(lines)
 
 
 _OWN_HEADERS = frozenset(
@@ -174,6 +203,36 @@ def redirect_method(status: int, method: str) -> str:
     return method
 
 
+class Request:
+    """One request of a call, as a client sends it. Following a redirect changes its method,
+    target and body; its headers, its loop and the call's deadline (in that loop's time) stay."""
+
+    __slots__ = ("method", "target", "headers", "body", "deadline", "loop")
+
+    def __init__(
+        self,
+        target: Target,
+        headers: Mapping[str, str],
+        body: bytes,
+        deadline: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.method = "POST"
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.deadline = deadline
+        self.loop = loop
+
+    def redirect(self, status: int, location: str) -> None:
+        """Become the request that follows a redirect (`status`) to `location`; UnusableAnswer
+        when that leaves the origin (Target.redirected)."""
+        self.target = self.target.redirected(location)
+        self.method = redirect_method(status, self.method)
+        if self.method == "GET":
+            self.body = b""
+
+
 class BaseHttpClient:
     """One POST and its answer within a deadline, following same-origin redirects; a subclass
     sends one request (`_send`). Every HttpError leaving `post` carries the call's elapsed time."""
@@ -184,26 +243,17 @@ class BaseHttpClient:
         """POST `body` and read the whole answer within `timeout` seconds (HttpTimeout)."""
         loop = asyncio.get_running_loop()
         started = time.monotonic()  # uvloop's clock ticks in milliseconds: too coarse for this
-        deadline = loop.time() + timeout
+        request = Request(target, headers, body, loop.time() + timeout, loop)
         try:
-            response = await self._send("POST", target, headers, body, deadline, loop)
+            response = await self._send(request)
             if response.status in REDIRECT_STATUSES:
-                response = await self._follow(response, target, headers, body, deadline, loop)
+                response = await self._follow(response, request)
         except HttpError as error:
             error.elapsed = time.monotonic() - started
             raise
         return response
 
-    async def _follow(
-        self,
-        response: HttpResponse,
-        target: Target,
-        headers: Mapping[str, str],
-        body: bytes,
-        deadline: float,
-        loop: asyncio.AbstractEventLoop,
-    ) -> HttpResponse:
-        method = "POST"
+    async def _follow(self, response: HttpResponse, request: Request) -> HttpResponse:
         redirects = 0
         while response.status in REDIRECT_STATUSES:
             location = response.headers.get("Location")
@@ -212,22 +262,11 @@ class BaseHttpClient:
             redirects += 1
             if redirects > MAX_REDIRECTS:
                 raise UnusableAnswer(f"more than {MAX_REDIRECTS} redirects")
-            target = target.redirected(location)
-            method = redirect_method(response.status, method)
-            if method == "GET":
-                body = b""
-            response = await self._send(method, target, headers, body, deadline, loop)
+            request.redirect(response.status, location)
+            response = await self._send(request)
         return response
 
-    async def _send(
-        self,
-        method: str,
-        target: Target,
-        headers: Mapping[str, str],
-        body: bytes,
-        deadline: float,
-        loop: asyncio.AbstractEventLoop,
-    ) -> HttpResponse:
+    async def _send(self, request: Request) -> HttpResponse:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -495,36 +534,48 @@ class HttpClient(BaseHttpClient):
             self._ssl_context = ssl.create_default_context()
         return self._ssl_context
 
-    async def _send(
-        self,
-        method: str,
-        target: Target,
-        headers: Mapping[str, str],
-        body: bytes,
-        deadline: float,
-        loop: asyncio.AbstractEventLoop,
-    ) -> HttpResponse:
+    async def _send(self, request: Request) -> HttpResponse:
         if self._closed:
             raise HttpError("the HTTP client is closed")
-        data = encode_request(target, headers, body, method)
+        target, deadline, loop = request.target, request.deadline, request.loop
+        data = encode_request(target, request.headers, request.body, request.method)
         pool = self._pools.get(target.origin)
         if pool is None:
             pool = self._pools[target.origin] = _Pool()
-        connection = pool.take(loop.time())
-        if connection is not None:
+        reused = pool.take(loop.time())
+        connection = reused if reused is not None else await self._connect(target, deadline, loop)
+        # The exchange is awaited here, not in a coroutine of its own: one frame less on every
+        # call's path, and every resumption of it.
+        while True:
+            waiter = connection.send(data, loop)
+            timer = loop.call_at(deadline, connection.time_out, target.where)
             try:
-                return await self._exchange(pool, connection, target, data, deadline, loop)
-            except HttpError:
-                # The server closed this idle connection as we sent on it: it saw nothing.
-                if connection.received or loop.time() >= deadline:
-                    raise
-        connection = await self._connect(target, deadline, loop)
-        return await self._exchange(pool, connection, target, data, deadline, loop)
+                response = await waiter
+            except BaseException as exc:
+                # Failed, timed out or cancelled mid-exchange: the connection's framing is unknown.
+                connection.abort()
+                if (
+                    connection is reused
+                    and isinstance(exc, HttpError)
+                    and not connection.received
+                    and loop.time() < deadline
+                ):
+                    # The server closed this idle connection as we sent on it: it saw nothing.
+                    connection = await self._connect(target, deadline, loop)
+                    continue
+                raise
+            finally:
+                timer.cancel()
+            if connection.reusable and not self._closed:
+                pool.give_back(connection, loop.time())
+            else:
+                connection.abort()
+            return response
 
     async def _connect(
         self, target: Target, deadline: float, loop: asyncio.AbstractEventLoop
     ) -> _Connection:
-        where = f"{target.host}:{target.port}"
+        where = target.where
         phase = "connect"
         connection: _Connection | None = None
         try:
@@ -557,31 +608,6 @@ class HttpClient(BaseHttpClient):
             connection.abort()
             raise HttpError("the HTTP client is closed")
         return connection
-
-    async def _exchange(
-        self,
-        pool: _Pool,
-        connection: _Connection,
-        target: Target,
-        data: bytes,
-        deadline: float,
-        loop: asyncio.AbstractEventLoop,
-    ) -> HttpResponse:
-        waiter = connection.send(data, loop)
-        timer = loop.call_at(deadline, connection.time_out, f"{target.host}:{target.port}")
-        try:
-            response = await waiter
-        except BaseException:
-            # Failed, timed out or cancelled mid-exchange: the connection's framing is unknown.
-            connection.abort()
-            raise
-        finally:
-            timer.cancel()
-        if connection.reusable and not self._closed:
-            pool.give_back(connection, loop.time())
-        else:
-            connection.abort()
-        return response
 
     async def close(self) -> None:
         """Close every connection, idle or busy (requests in flight fail)."""

@@ -9,15 +9,13 @@ BaseHttpClient's, so a deployment behaves the same behind a proxy as without one
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-from collections.abc import Mapping
 
 import aiohttp
 
 from worker.llm.body import ACCEPT_ENCODING, BoundedBody
 from worker.llm.errors import HttpError, HttpTimeout, UnusableAnswer
-from worker.llm.http import USER_AGENT, BaseHttpClient, HttpResponse, Target
+from worker.llm.http import USER_AGENT, BaseHttpClient, HttpResponse, Request
 from worker.llm.proxies import Proxy
 
 
@@ -41,16 +39,9 @@ class ProxiedHttpClient(BaseHttpClient):
             )
         return self._session
 
-    async def _send(
-        self,
-        method: str,
-        target: Target,
-        headers: Mapping[str, str],
-        body: bytes,
-        deadline: float,
-        loop: asyncio.AbstractEventLoop,
-    ) -> HttpResponse:
-        headers = {**headers, "Accept-Encoding": ACCEPT_ENCODING, "User-Agent": USER_AGENT}
+    async def _send(self, request: Request) -> HttpResponse:
+        target, method, body = request.target, request.method, request.body
+        headers = {**request.headers, "Accept-Encoding": ACCEPT_ENCODING, "User-Agent": USER_AGENT}
         proxy_headers: dict[str, str] | None = None
         if self._proxy.auth is not None:
             # To the proxy: on the CONNECT of a tunnel (https), else on the request itself.
@@ -65,7 +56,9 @@ class ProxiedHttpClient(BaseHttpClient):
                 data=body if body or method == "POST" else None,
                 headers=headers,
                 # Never 0 or less: aiohttp reads that as no timeout at all.
-                timeout=aiohttp.ClientTimeout(total=max(deadline - loop.time(), 0.001)),
+                timeout=aiohttp.ClientTimeout(
+                    total=max(request.deadline - request.loop.time(), 0.001)
+                ),
                 allow_redirects=False,
                 proxy=self._proxy.url,
                 proxy_headers=proxy_headers,
@@ -76,7 +69,7 @@ class ProxiedHttpClient(BaseHttpClient):
                     decoded.feed(chunk)
                 return HttpResponse(response.status, [], decoded.finish(), response.headers)
         except TimeoutError as exc:
-            where = f"{target.host}:{target.port}"
+            where = target.where
             if isinstance(exc, aiohttp.ConnectionTimeoutError):
                 raise HttpTimeout(
                     f"timed out connecting to {where} through {self._proxy}", phase="connect"

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from worker.llm.http import BaseHttpClient, HttpClient, HttpResponse, Target
 from worker.llm.netrc_auth import NetrcCredentials
@@ -64,14 +65,15 @@ class Transport:
     def proxy(self, key: str) -> Proxy | None:
         return self._proxies.get(key)
 
-    async def post(
+    def post(
         self, key: str, headers: Mapping[str, str], body: bytes, timeout: float
-    ) -> HttpResponse:
-        """POST to deployment `key` (worker.llm.http.BaseHttpClient.post)."""
+    ) -> Coroutine[Any, Any, HttpResponse]:
+        """POST to deployment `key`: the client's coroutine (BaseHttpClient.post) itself, not
+        one more around it on every call's path."""
         authorization = self._authorization.get(key)
         if authorization is not None and "Authorization" not in headers:
             headers = {**headers, "Authorization": authorization}
-        return await self._client(key).post(self._targets[key], headers, body, timeout)
+        return self._client(key).post(self._targets[key], headers, body, timeout)
 
     def _client(self, key: str) -> BaseHttpClient:
         proxy = self._proxies.get(key)

@@ -193,6 +193,10 @@ class LocalUsage(UsageStore):
         return len(calls)
 
     async def snapshot(self, keys: Sequence[str]) -> Snapshot:
+        if not (self._requests or self._tokens or self._in_flight or self._cooldown_until):
+            # Nothing counted, in flight or ever cooled down: every deployment is idle (the
+            # common case where the strategy keeps no counters). Writes roll the minute first.
+            return Snapshot(dict.fromkeys(keys, _IDLE), _NONE)
         self._roll_minute()
         now = self._clock()
         usage: dict[str, DeploymentUsage] = {}

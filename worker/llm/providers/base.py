@@ -162,13 +162,14 @@ class HttpProvider(Provider, ABC):
 
     def encoded_body(self, prompt: str) -> bytes:
         """`body(prompt)` as compact JSON. The body around the prompt never changes, so it is
-        encoded once, around a marker, and each call only encodes the prompt: the same bytes."""
+        encoded once, around a marker, and each call only encodes the prompt: the same JSON
+        value (the prompt's non-ASCII characters as UTF-8 rather than escaped)."""
         parts = self._body_parts
         if parts is None:
             parts = self._body_parts = self._split_body()
         if parts:
             prefix, suffix = parts
-            return prefix + _COMPACT_JSON.encode(prompt).encode() + suffix
+            return prefix + _json_string(prompt) + suffix
         return _COMPACT_JSON.encode(self.body(prompt)).encode()
 
     def _split_body(self) -> tuple[bytes, bytes] | tuple[()]:
@@ -223,6 +224,16 @@ def model_name(deployment: Deployment, prefixes: tuple[str, ...] | None = None) 
         if model.startswith(prefix) and len(model) > len(prefix):
             return model[len(prefix) :]
     return model
+
+
+def _json_string(text: str) -> bytes:
+    """`text` as a JSON string: by orjson, several times faster than the json module at a
+    prompt's length; a string orjson refuses (one holding a lone surrogate, which UTF-8 cannot
+    carry) by the json module, which escapes it."""
+    try:
+        return orjson.dumps(text)
+    except orjson.JSONEncodeError:
+        return _COMPACT_JSON.encode(text).encode()
 
 
 def usage_int(value: Any) -> int:
