@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 
 from contracts.models import UserMessage
+from worker import collector
 from worker.config.app_config import AppConfig, load_app_config, reload_app_config
 from worker.config.errors import ConfigError
 from worker.llm.gateway import GatewayFactory, GatewayRegistry, ModelGroupGateway
@@ -275,5 +276,6 @@ async def serve(
     log.info("routing as %s does (releases %s of the table)", app.rasa, app.rasa.behaviour.releases)
     service = RouterService(app, environ, http=http)
     service.install_signal_handlers()
+    collector.tune()  # start-up is done: what it made stays out of the collector's passes
     with contextlib.suppress(asyncio.CancelledError):
         await service.run()

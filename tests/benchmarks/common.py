@@ -415,6 +415,9 @@ async def timed_worker_run(
                 progress.committed(partition, position)
 
     worker = RoutingWorker(settings, router, observer=observer(progress) if observer else Commits())
+    from worker.collector import tune
+
+    tune()  # as `run` does once it has started
     async with contextlib.AsyncExitStack() as stack:
         if beside is not None:
             await stack.enter_async_context(beside(worker))
