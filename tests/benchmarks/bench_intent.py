@@ -38,6 +38,7 @@ from tests.benchmarks.common import (
     CommitProgress,
     CommitWatch,
     child_env,
+    collector_as_run_tunes_it,
     create_topics,
     emit,
     intent_messages,
@@ -364,16 +365,17 @@ async def serve(bootstrap: str, topics_json: str, partitions: int) -> None:
     topics = Topics.model_validate_json(topics_json)
     worker = RoutingWorker(make_settings(bootstrap, topics, partitions), make_router())
     stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    await worker.ready.wait()
-    print("ready", flush=True)
-    while await reader.read(4096):
-        pass
-    stop.set()
-    await asyncio.wait_for(task, 60)
+    with collector_as_run_tunes_it():
+        task = asyncio.create_task(worker.run(stop))
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        await worker.ready.wait()
+        print("ready", flush=True)
+        while await reader.read(4096):
+            pass
+        stop.set()
+        await asyncio.wait_for(task, 60)
 
 
 async def run_latency(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -101,6 +102,22 @@ def parse_result(stdout: str) -> dict[str, Any]:
 
 def python_module_command(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", f"tests.benchmarks.{module}", *args]
+
+
+@contextlib.contextmanager
+def collector_as_run_tunes_it() -> Iterator[None]:
+    """The worker's run with the cycle collector as `run` tunes it (worker.collector); after it,
+    CPython's defaults again, so that what else the process measures (the intent ratio's raw
+    aiokafka passthrough) stays the yardstick it was."""
+    from worker.collector import tune
+
+    threshold = gc.get_threshold()
+    tune()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -415,10 +432,8 @@ async def timed_worker_run(
                 progress.committed(partition, position)
 
     worker = RoutingWorker(settings, router, observer=observer(progress) if observer else Commits())
-    from worker.collector import tune
-
-    tune()  # as `run` does once it has started
     async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(collector_as_run_tunes_it())
         if beside is not None:
             await stack.enter_async_context(beside(worker))
         return await _timed(worker, settings, progress, ends, timeout, profile)
