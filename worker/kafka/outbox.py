@@ -63,6 +63,10 @@ class _Batch:
     def fail(self, error: BaseException) -> None:
         if not self.ack.done():
             self.ack.set_exception(error)
+            # Seen: the owner learns of it through `failure` or by awaiting the ack, and an
+            # input partition abandoned in a reconnect drops its acks unawaited; asyncio would
+            # log each of those as "Future exception was never retrieved".
+            self.ack.exception()
 
 
 class Outbox:
