@@ -12,7 +12,8 @@ from partition assignment to the moment the group's committed offsets cover ever
 `--metrics on|off|both` (default both): the worker with its metrics observer attached and
 /metrics, /healthz and /readyz served (with the broker probe) and scraped every second, as `run`
 runs by default; without them; or both in every round, their order alternating. With `both` the
-result adds `metrics_throughput_ratio` (with ÷ without) and the CPU per message each way;
+result adds `metrics_throughput_ratio` and `metrics_cpu_ratio` (with ÷ without, the median of
+the rounds' pairs) and the CPU per message each way;
 `intent_throughput_ratio` is always the worker with metrics on when they were measured.
 """
 
@@ -54,7 +55,7 @@ from tests.benchmarks.common import (
 from worker import eventloop
 
 COMMIT_INTERVAL = 0.2
-SESSION_TIMEOUT = 1.0
+SESSION_TIMEOUT = 10.0  # the worker's default: no rebalance when a busy loop heartbeats late
 
 
 def make_topics(prefix: str) -> Any:
@@ -268,6 +269,40 @@ async def worker_run(
     )
 
 
+def metrics_cost(
+    rates: dict[bool, list[float]], cpu_us: dict[bool, list[float]], base: float
+) -> dict[str, Any]:
+    """What the metrics cost, from rounds that ran the worker with them (True) and without.
+
+    Each round's two runs are a pair, measured back to back in alternating order, so a neighbour's
+    load or the broker's growing memory storage moves both: the ratios are the medians of the
+    rounds' own ratios. `metrics_cpu_ratio` is the same for the CPU per message (without ÷ with,
+    so that below 1 is a cost, like the rate's), which a rebalance or a late commit poll, the
+    noise of a short run's wall-clock time, barely moves."""
+    off, on = statistics.median(rates[False]), statistics.median(rates[True])
+    paired = [with_ / without for with_, without in zip(rates[True], rates[False], strict=True)]
+    cpu_paired = [
+        without / with_ for with_, without in zip(cpu_us[True], cpu_us[False], strict=True)
+    ]
+    return {
+        "intent_throughput_ratio_without_metrics": round(off / base, 3),
+        "worker_messages_per_s_without_metrics": round(off, 1),
+        "worker_cpu_us_per_message_without_metrics": round(statistics.median(cpu_us[False]), 1),
+        "worker_rates_without_metrics": [round(r, 1) for r in rates[False]],
+        "worker_cpu_us_without_metrics": [round(c, 2) for c in cpu_us[False]],
+        "worker_cpu_us_with_metrics": [round(c, 2) for c in cpu_us[True]],
+        # With ÷ without (1.0: the metrics cost nothing).
+        "metrics_throughput_ratio": round(statistics.median(paired), 3),
+        "metrics_throughput_ratios": [round(r, 3) for r in paired],
+        "metrics_cpu_ratio": round(statistics.median(cpu_paired), 3),
+        "metrics_cpu_us_per_message": round(
+            statistics.median(w - wo for w, wo in zip(cpu_us[True], cpu_us[False], strict=True)),
+            2,
+        ),
+        "worker_messages_per_s_with_metrics": round(on, 1),
+    }
+
+
 async def run_throughput(
     bootstrap: str,
     messages: int,
@@ -335,22 +370,7 @@ async def run_throughput(
         "worker_rates": [round(r, 1) for r in rates[shown]],
     }
     if metrics == "both":
-        off, with_metrics = statistics.median(rates[False]), statistics.median(rates[True])
-        result.update(
-            {
-                "intent_throughput_ratio_without_metrics": round(off / base, 3),
-                "worker_messages_per_s_without_metrics": round(off, 1),
-                "worker_cpu_us_per_message_without_metrics": round(
-                    statistics.median(cpu_us[False]), 1
-                ),
-                "worker_rates_without_metrics": [round(r, 1) for r in rates[False]],
-                # With ÷ without, each the median of its rounds (1.0: metrics cost nothing).
-                "metrics_throughput_ratio": round(with_metrics / off, 3),
-                "metrics_cpu_us_per_message": round(
-                    statistics.median(cpu_us[True]) - statistics.median(cpu_us[False]), 2
-                ),
-            }
-        )
+        result.update(metrics_cost(rates, cpu_us, base))
     return result
 
 

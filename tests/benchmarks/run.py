@@ -5,6 +5,7 @@
     python tests/benchmarks/run.py --json bench.json              # larger counts, 3 rounds
     python tests/benchmarks/run.py --quick --only llm,litellm --profile profiles/
     python tests/benchmarks/run.py --quick --only intent --py-spy profiles/   # low overhead
+    python tests/benchmarks/run.py --only intent --intent-rounds 20   # the metrics' cost, 15 min
 
 One broker for the whole run (the embedded Tansu broker on a loopback port, or
 KAFKA_BOOTSTRAP_SERVERS), one fake LLM process (three deployments, 50 ms each) for the LLM
@@ -57,6 +58,11 @@ TARGETS: dict[str, tuple[str, float | None, str]] = {
         ">=",
         0.7,
         "IntentBasedRouter worker msg/s / raw aiokafka passthrough msg/s",
+    ),
+    "metrics_throughput_ratio": (
+        ">=",
+        0.97,
+        "the same intent worker with its metrics served and scraped ÷ without (rounds' pairs)",
     ),
     "llm_bound_ratio": (
         ">=",
@@ -231,6 +237,7 @@ async def run_suite(
                 )
                 details["intent_throughput"] = result
                 figures["intent_throughput_ratio"] = result["intent_throughput_ratio"]
+                figures["metrics_throughput_ratio"] = result["metrics_throughput_ratio"]
 
             async def latency() -> None:
                 max_rate = (details.get("intent_throughput") or {}).get("worker_messages_per_s")
@@ -345,12 +352,14 @@ def absolute(name: str, details: dict[str, Any]) -> str:
             f"worker {d['worker_messages_per_s']:,.0f} msg/s vs passthrough "
             f"{d['passthrough_messages_per_s']:,.0f} msg/s"
         )
-        if "metrics_throughput_ratio" in d:  # bench_intent --metrics both
-            line += (
-                f"; metrics on ÷ off {d['metrics_throughput_ratio']} "
-                f"(without metrics {d['intent_throughput_ratio_without_metrics']})"
-            )
-        return line
+        return line + f"; without metrics {d['intent_throughput_ratio_without_metrics']}"
+    if name == "metrics_throughput_ratio" and "intent_throughput" in details:
+        d = details["intent_throughput"]
+        return (
+            f"CPU per message without ÷ with {d['metrics_cpu_ratio']} "
+            f"({d['worker_cpu_us_per_message_without_metrics']} vs "
+            f"{d['worker_cpu_us_per_message']} µs); rounds {d['metrics_throughput_ratios']}"
+        )
     if name == "llm_bound_ratio" and "llm_bound" in details:
         d = details["llm_bound"]
         return f"{d['messages_per_s']:,.0f} msg/s vs bound {d['littles_law_bound']:,.0f} msg/s"
@@ -425,6 +434,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="py-spy samples of every benchmark process here (*.collapsed, *.top.txt)",
     )
+    parser.add_argument(
+        "--intent-rounds",
+        type=int,
+        metavar="N",
+        help="rounds of the intent throughput benchmark (each: the passthrough, the worker with "
+        "and without its metrics), for a steadier metrics_throughput_ratio",
+    )
     args = parser.parse_args(argv)
     only = {name.strip() for name in args.only.split(",") if name.strip()}
     unknown = only - set(BENCHMARKS)
@@ -438,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     if profile_dir:
         profile_dir.mkdir(parents=True, exist_ok=True)
     sizes = QUICK if args.quick else FULL
+    if args.intent_rounds:
+        sizes = {**sizes, "intent_rounds": args.intent_rounds}
     info = machine()
     started = time.monotonic()
     outcome = asyncio.run(run_suite(sizes, only, profile_dir))
