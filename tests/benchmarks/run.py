@@ -345,44 +345,63 @@ def verdict(name: str, value: float | None) -> str:
     return "pass" if ok else "MISS"
 
 
+def _intent(d: dict[str, Any]) -> str:
+    return (
+        f"worker {d['worker_messages_per_s']:,.0f} msg/s vs passthrough "
+        f"{d['passthrough_messages_per_s']:,.0f} msg/s; "
+        f"without metrics {d['intent_throughput_ratio_without_metrics']}"
+    )
+
+
+def _metrics(d: dict[str, Any]) -> str:
+    return (
+        f"CPU per message without ÷ with {d['metrics_cpu_ratio']} "
+        f"({d['worker_cpu_us_per_message_without_metrics']} vs "
+        f"{d['worker_cpu_us_per_message']} µs); rounds {d['metrics_throughput_ratios']}"
+    )
+
+
+def _llm(d: dict[str, Any]) -> str:
+    return f"{d['messages_per_s']:,.0f} msg/s vs bound {d['littles_law_bound']:,.0f} msg/s"
+
+
+def _litellm(d: dict[str, Any]) -> str:
+    return (
+        f"gateway {d['gateway']['calls_per_s']:,.0f} calls/s "
+        f"({d['gateway']['cpu_ms_per_call']} ms CPU/call) vs litellm "
+        f"{d['litellm']['calls_per_s']:,.0f} calls/s "
+        f"({d['litellm']['cpu_ms_per_call']} ms CPU/call)"
+    )
+
+
+def _restore(d: dict[str, Any]) -> str:
+    return f"{d['sessions']:,} sessions in {d['restore_seconds']} s"
+
+
+def _memory(d: dict[str, Any]) -> str:
+    grown = d["rss_after_mib"] - d["rss_before_mib"]
+    return f"RSS +{grown:.0f} MiB; objects alone {d['object_bytes_per_session']} B/session"
+
+
+def _latency(d: dict[str, Any]) -> str:
+    return f"at {d['rate']:,.0f} msg/s: p50 {d['latency_p50_ms']} ms, p90 {d['latency_p90_ms']} ms"
+
+
+# figure -> (the benchmark's details it is read from, the absolute numbers behind it)
+ABSOLUTE: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "intent_throughput_ratio": ("intent_throughput", _intent),
+    "metrics_throughput_ratio": ("intent_throughput", _metrics),
+    "llm_bound_ratio": ("llm_bound", _llm),
+    "litellm_speedup": ("litellm_comparison", _litellm),
+    "restore_1m_seconds": ("restore", _restore),
+    "bytes_per_session": ("restore", _memory),
+    "latency_p99_ms": ("latency", _latency),
+}
+
+
 def absolute(name: str, details: dict[str, Any]) -> str:
-    if name == "intent_throughput_ratio" and "intent_throughput" in details:
-        d = details["intent_throughput"]
-        line = (
-            f"worker {d['worker_messages_per_s']:,.0f} msg/s vs passthrough "
-            f"{d['passthrough_messages_per_s']:,.0f} msg/s"
-        )
-        return line + f"; without metrics {d['intent_throughput_ratio_without_metrics']}"
-    if name == "metrics_throughput_ratio" and "intent_throughput" in details:
-        d = details["intent_throughput"]
-        return (
-            f"CPU per message without ÷ with {d['metrics_cpu_ratio']} "
-            f"({d['worker_cpu_us_per_message_without_metrics']} vs "
-            f"{d['worker_cpu_us_per_message']} µs); rounds {d['metrics_throughput_ratios']}"
-        )
-    if name == "llm_bound_ratio" and "llm_bound" in details:
-        d = details["llm_bound"]
-        return f"{d['messages_per_s']:,.0f} msg/s vs bound {d['littles_law_bound']:,.0f} msg/s"
-    if name == "litellm_speedup" and "litellm_comparison" in details:
-        d = details["litellm_comparison"]
-        return (
-            f"gateway {d['gateway']['calls_per_s']:,.0f} calls/s "
-            f"({d['gateway']['cpu_ms_per_call']} ms CPU/call) vs litellm "
-            f"{d['litellm']['calls_per_s']:,.0f} calls/s "
-            f"({d['litellm']['cpu_ms_per_call']} ms CPU/call)"
-        )
-    if name in ("restore_1m_seconds", "bytes_per_session") and "restore" in details:
-        d = details["restore"]
-        if name == "restore_1m_seconds":
-            return f"{d['sessions']:,} sessions in {d['restore_seconds']} s"
-        grown = d["rss_after_mib"] - d["rss_before_mib"]
-        return f"RSS +{grown:.0f} MiB; objects alone {d['object_bytes_per_session']} B/session"
-    if name == "latency_p99_ms" and "latency" in details:
-        d = details["latency"]
-        return (
-            f"at {d['rate']:,.0f} msg/s: p50 {d['latency_p50_ms']} ms, p90 {d['latency_p90_ms']} ms"
-        )
-    return ""
+    source, describe = ABSOLUTE[name]
+    return describe(details[source]) if source in details else ""
 
 
 def summary(report: dict[str, Any]) -> str:
