@@ -12,7 +12,9 @@ modules, the configuration, the assistant) out of every later pass.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
 GEN0_THRESHOLD = 10_000
 
@@ -23,3 +25,16 @@ def tune() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
+
+
+@contextlib.contextmanager
+def tuned() -> Iterator[None]:
+    """Tuned as `tune` does while inside, CPython's settings again after: for a process that
+    runs a worker beside other things it measures or tests (the benchmarks, the tests)."""
+    threshold = gc.get_threshold()
+    tune()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -39,7 +39,6 @@ from tests.benchmarks.common import (
     CommitProgress,
     CommitWatch,
     child_env,
-    collector_as_run_tunes_it,
     create_topics,
     emit,
     intent_messages,
@@ -52,7 +51,7 @@ from tests.benchmarks.common import (
     tag,
     timed_worker_run,
 )
-from worker import eventloop
+from worker import collector, eventloop
 
 COMMIT_INTERVAL = 0.2
 SESSION_TIMEOUT = 10.0  # the worker's default: no rebalance when a busy loop heartbeats late
@@ -384,7 +383,7 @@ async def serve(bootstrap: str, topics_json: str, partitions: int) -> None:
     topics = Topics.model_validate_json(topics_json)
     worker = RoutingWorker(make_settings(bootstrap, topics, partitions), make_router())
     stop = asyncio.Event()
-    with collector_as_run_tunes_it():
+    with collector.tuned():
         task = asyncio.create_task(worker.run(stop))
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import platform
@@ -102,22 +101,6 @@ def parse_result(stdout: str) -> dict[str, Any]:
 
 def python_module_command(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", f"tests.benchmarks.{module}", *args]
-
-
-@contextlib.contextmanager
-def collector_as_run_tunes_it() -> Iterator[None]:
-    """The worker's run with the cycle collector as `run` tunes it (worker.collector); after it,
-    CPython's defaults again, so that what else the process measures (the intent ratio's raw
-    aiokafka passthrough) stays the yardstick it was."""
-    from worker.collector import tune
-
-    threshold = gc.get_threshold()
-    tune()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*threshold)
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -421,6 +404,7 @@ async def timed_worker_run(
     `observer(progress)`: the worker's one observer, which must tell `progress` of commits
     (default: one that hears only them). `beside(worker)`: what runs next to the worker for the
     whole run (the metrics' HTTP server and a scraper)."""
+    from worker import collector
     from worker.runtime.observer import RuntimeObserver
     from worker.runtime.worker import RoutingWorker
 
@@ -433,7 +417,9 @@ async def timed_worker_run(
 
     worker = RoutingWorker(settings, router, observer=observer(progress) if observer else Commits())
     async with contextlib.AsyncExitStack() as stack:
-        stack.enter_context(collector_as_run_tunes_it())
+        # As `run` tunes it; the process's other measurements (the intent ratio's raw aiokafka
+        # passthrough) get CPython's defaults again after it.
+        stack.enter_context(collector.tuned())
         if beside is not None:
             await stack.enter_async_context(beside(worker))
         return await _timed(worker, settings, progress, ends, timeout, profile)

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
-
-import pytest
 
 from worker import collector
 
 
-@pytest.fixture
-def restored_collector() -> Iterator[None]:
-    threshold = gc.get_threshold()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*threshold)
-
-
-@pytest.mark.usefixtures("restored_collector")
-def test_tune_freezes_start_up_and_raises_only_the_young_threshold() -> None:
-    _, gen1, gen2 = gc.get_threshold()
-    collector.tune()
-    assert gc.get_threshold() == (collector.GEN0_THRESHOLD, gen1, gen2)
-    assert gc.get_freeze_count() > 0
+def test_tuned_freezes_start_up_raises_only_the_young_threshold_and_undoes_it_after() -> None:
+    before = gc.get_threshold()
+    frozen = gc.get_freeze_count()
+    with collector.tuned():
+        assert gc.get_threshold() == (collector.GEN0_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > frozen
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
